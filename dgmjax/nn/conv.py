@@ -1,0 +1,64 @@
+"""Convolutional encoder/decoder for 28×28 and 32×32 images.
+
+Two stride-2 convolutions take 28×28 to a 7×7 grid (32×32 to 8×8); residual
+blocks follow, as in the VQ-VAE paper's image models (van den Oord et al.
+2017, section 4.1), scaled down for small images.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+
+
+class ResBlock(nn.Module):
+  """x + Conv1x1(relu(Conv3x3(relu(x)))) — the VQ-VAE residual block."""
+
+  hidden: int
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    h = nn.relu(x)
+    h = nn.Conv(self.hidden, (3, 3))(h)
+    h = nn.relu(h)
+    h = nn.Conv(x.shape[-1], (1, 1))(h)
+    return x + h
+
+
+class ConvEncoder(nn.Module):
+  """(B, H, W, C) -> (B, H/4, W/4, out_dim)."""
+
+  channels: Sequence[int] = (32, 64)
+  num_res_blocks: int = 2
+  res_hidden: int = 32
+  out_dim: int = 64
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    for ch in self.channels:
+      x = nn.relu(nn.Conv(ch, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)))(x))
+    x = nn.Conv(self.channels[-1], (3, 3))(x)
+    for _ in range(self.num_res_blocks):
+      x = ResBlock(self.res_hidden)(x)
+    return nn.Conv(self.out_dim, (1, 1))(nn.relu(x))
+
+
+class ConvDecoder(nn.Module):
+  """(B, h, w, D) -> (B, 4h, 4w, out_channels) (logits or means)."""
+
+  channels: Sequence[int] = (64, 32)
+  num_res_blocks: int = 2
+  res_hidden: int = 32
+  out_channels: int = 1
+
+  @nn.compact
+  def __call__(self, z: jax.Array) -> jax.Array:
+    x = nn.Conv(self.channels[0], (3, 3))(z)
+    for _ in range(self.num_res_blocks):
+      x = ResBlock(self.res_hidden)(x)
+    x = nn.relu(x)
+    for ch in self.channels[1:]:
+      x = nn.relu(nn.ConvTranspose(ch, (4, 4), strides=(2, 2), padding="SAME")(x))
+    return nn.ConvTranspose(self.out_channels, (4, 4), strides=(2, 2), padding="SAME")(x)
