@@ -91,7 +91,7 @@ def check_positive(name: str, value: Any, *, allow_zero: bool = False) -> None:
   try:
     arr = np.asarray(value)
   except Exception:  # noqa: BLE001 - anything unreadable is a type error
-    raise TypeError(f"{name} must be a number, got {type(value).__name__}.")
+    raise TypeError(f"{name} must be a number, got {type(value).__name__}.") from None
   bad = (arr < 0) if allow_zero else (arr <= 0)
   if np.any(bad):
     op = ">= 0" if allow_zero else "> 0"

@@ -1,0 +1,36 @@
+"""The lecture's estimators as pure JAX functions (no Flax).
+
+One module per idea; import the module and call its functions::
+
+    from dgmjax.losses import vq, gumbel, gan
+    z_q, idx = vq.quantize(z_e, codebook)
+
+Modules: ``elbo`` (Gaussian KL, likelihoods, IWAE), ``surgery`` (ELBO surgery:
+MI and marginal KL), ``vq`` (vector quantization, EMA codebook, restarts),
+``gumbel`` (Gumbel-max, Gumbel-softmax, Concrete), ``schedules`` (temperature
+and KL-weight schedules), ``gan`` (discriminator/generator losses, JSD),
+``density_ratio`` (the density-ratio trick, AVB), ``divergences`` (KL and JSD
+on grids and samples).
+"""
+
+from dgmjax.losses import (
+    density_ratio,
+    divergences,
+    elbo,
+    gan,
+    gumbel,
+    schedules,
+    surgery,
+    vq,
+)
+
+__all__ = [
+    "density_ratio",
+    "divergences",
+    "elbo",
+    "gan",
+    "gumbel",
+    "schedules",
+    "surgery",
+    "vq",
+]
