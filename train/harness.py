@@ -1,0 +1,686 @@
+"""The one training harness every trainer in ``train/`` shares.
+
+A trainer module defines its config (``get_config``) and a ``make_task``
+function returning a :class:`Task`: how to initialise the state, the pure
+``train_step``, and optionally an evaluation step, pictures and a final report.
+Everything else lives here: data, the device mesh and sharded step,
+checkpoints and resumption, the NaN guard, signals, progress, TensorBoard,
+``metrics.jsonl`` and ``summary.json``.
+
+The data-parallel step is ``jax.jit`` over a 1-D ``data`` mesh of all devices:
+the batch is sharded along its leading axis, the state replicated, and XLA
+inserts the gradient all-reduce. Metrics computed as batch means inside the
+step are therefore global means.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import sys
+import time
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from dgmjax import data as dgdata
+from dgmjax.errors import CheckpointError, ConfigError, NonFiniteError, UserError
+from train import images as imglib
+
+PyTree = Any
+
+
+# ----------------------------------------------------------------------------
+# Config
+# ----------------------------------------------------------------------------
+def base_config() -> ml_collections.ConfigDict:
+  """Keys every trainer has. Trainers add their own model keys."""
+  c = ml_collections.ConfigDict()
+  c.dataset = "digits"  # "digits" (offline) or "tfds:<name>"
+  c.data_dir = ""  # TFDS data dir ("" = TFDS default)
+  c.pixel_format = "unit"
+  c.data_limit = 0  # >0: keep only this many images per split (smoke runs)
+  c.seed = 0
+  c.batch_size = 128
+  c.eval_batch_size = 256
+  c.num_steps = 1000
+  c.learning_rate = 1e-3
+  c.log_every = 50
+  c.eval_every = 0  # 0: evaluate only at the end
+  c.checkpoint_every = 500
+  c.keep_checkpoints = 2
+  c.image_every = 0  # 0: pictures only at the end
+  c.num_images = 64
+  c.quiet = False
+  c.eval_only = False
+  c.distributed = False
+  c.coordinator_address = ""  # e.g. 127.0.0.1:1234; "" = auto-detect
+  c.num_processes = 0
+  c.process_id = -1
+  return c
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Reject bad values with a message that names the key."""
+
+  def need(cond: bool, key: str, what: str) -> None:
+    if not cond:
+      raise ConfigError(f"config.{key} must be {what}, got {config[key]!r}.")
+
+  for key in ("batch_size", "eval_batch_size", "num_steps", "log_every",
+              "checkpoint_every", "keep_checkpoints", "num_images"):
+    need(isinstance(config[key], int) and config[key] >= 1, key, "an int >= 1")
+  for key in ("eval_every", "image_every", "data_limit"):
+    need(isinstance(config[key], int) and config[key] >= 0, key, "an int >= 0")
+  need(config.learning_rate > 0, "learning_rate", "> 0")
+  dgdata.pixels.check_pixel_format(config.pixel_format)
+  need(config.dataset == "digits" or config.dataset.startswith("tfds:")
+       or config.dataset in getattr(config, "_extra_datasets", ()),
+       "dataset", "'digits' or 'tfds:<name>' (e.g. tfds:mnist)")
+  ndev = jax.device_count()
+  for key in ("batch_size", "eval_batch_size"):
+    need(config[key] % ndev == 0, key, f"divisible by the device count {ndev}")
+
+
+# ----------------------------------------------------------------------------
+# Task: what a trainer provides
+# ----------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class DataInfo:
+  """What a model needs to know about its data."""
+
+  image_shape: tuple[int, ...]
+  num_train: int
+  num_test: int
+  dataset: dgdata.ImageDataset | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """The parts of a trainer that differ between models.
+
+  Attributes:
+    init: ``(key, example_batch) -> state``; the state is any PyTree.
+    train_step: pure ``(state, batch) -> (state, metrics)``; metrics are
+      scalars (global means). Randomness comes from the state.
+    eval_step: ``(state, batch) -> {name: per-example values (B,)}``; averaged
+      over the test split (padding masked out) and logged as ``test/<name>``.
+    images: ``(state, batch) -> {name: (N, H, W, C) in [0, 1]}`` or
+      ``{name: ready uint8 grid}``; saved as PNG and to TensorBoard.
+    report: ``(state, context) -> dict`` extra figures for ``summary.json``
+      (may also write files under ``context.workdir``).
+    check_batch: called once on a host batch before compiling anything, to
+      turn wrong shapes into a clear error.
+  """
+
+  init: Callable[[jax.Array, Mapping[str, np.ndarray]], PyTree]
+  train_step: Callable[[PyTree, Mapping[str, jax.Array]], tuple[PyTree, dict]]
+  eval_step: Callable[[PyTree, Mapping[str, jax.Array]], dict] | None = None
+  images: Callable[[PyTree, Mapping[str, jax.Array]], dict] | None = None
+  report: Callable[[PyTree, "Context"], dict] | None = None
+  check_batch: Callable[[Mapping[str, np.ndarray]], None] | None = None
+
+
+@dataclasses.dataclass
+class Context:
+  """Handles a task's ``report`` may use."""
+
+  config: ml_collections.ConfigDict
+  workdir: str
+  info: DataInfo
+  mesh: jax.sharding.Mesh
+  is_main: bool
+  evaluate: Callable[[PyTree, Mapping[str, np.ndarray]], dict]
+
+
+# ----------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------
+def image_transform(pixel_format: str) -> Callable[[dict, np.random.Generator], dict]:
+  def transform(batch: dict, rng: np.random.Generator) -> dict:
+    out = dict(batch)
+    out["image"] = dgdata.pixels.format_images(batch["image"], pixel_format, rng)
+    return out
+
+  return transform
+
+
+def load_data(config) -> tuple[dict, dict, DataInfo]:
+  ds = dgdata.load_image_dataset(
+      config.dataset,
+      data_dir=config.data_dir or None,
+      pixel_format=config.pixel_format,
+      limit=config.data_limit or None,
+  )
+  train = {"image": ds.train_images, "label": ds.train_labels}
+  test = {"image": ds.test_images, "label": ds.test_labels}
+  info = DataInfo(ds.image_shape, len(ds.train_images), len(ds.test_images), ds)
+  return train, test, info
+
+
+def formatted(arrays: Mapping[str, np.ndarray], pixel_format: str, seed: int) -> dict:
+  """A whole split in the model's pixel format (fixed draw for binarization)."""
+  return image_transform(pixel_format)(dict(arrays), np.random.default_rng([seed, 999]))
+
+
+# ----------------------------------------------------------------------------
+# Mesh and compiled functions
+# ----------------------------------------------------------------------------
+def make_mesh() -> jax.sharding.Mesh:
+  return jax.make_mesh(
+      (jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,)
+  )
+
+
+def compile_train_step(task: Task, mesh) -> Callable:
+  repl, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+  return jax.jit(
+      task.train_step,
+      in_shardings=(repl, data),
+      out_shardings=(repl, repl),
+      donate_argnums=(0,),
+  )
+
+
+def make_evaluator(task: Task, mesh, batch_size: int) -> Callable:
+  """``(state, arrays) -> {name: mean over all examples}`` for a whole split."""
+  repl, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+
+  def masked_sums(state, batch, mask):
+    per_example = task.eval_step(state, batch)
+    return {k: jnp.sum(jnp.asarray(v, jnp.float32) * mask) for k, v in per_example.items()}
+
+  step = jax.jit(masked_sums, in_shardings=(repl, data, data), out_shardings=repl)
+
+  def evaluate(state, arrays):
+    totals, count = {}, 0.0
+    nproc, pi = jax.process_count(), jax.process_index()
+    per = batch_size // nproc
+    for batch, mask in dgdata.padded_batches(arrays, batch_size):
+      local = {k: v[pi * per : (pi + 1) * per] for k, v in batch.items()}
+      local["_mask"] = mask[pi * per : (pi + 1) * per]
+      g = dgdata.put_batch(local, data, batch_size)
+      sums = step(state, {k: v for k, v in g.items() if k != "_mask"}, g["_mask"])
+      for k, v in sums.items():
+        totals[k] = totals.get(k, 0.0) + v
+      count += float(mask.sum())
+    return {k: float(v) / count for k, v in jax.device_get(totals).items()}
+
+  return evaluate
+
+
+# ----------------------------------------------------------------------------
+# Checkpoints
+# ----------------------------------------------------------------------------
+class Checkpointer:
+  """Orbax CheckpointManager: state + data-stream position + config."""
+
+  def __init__(self, directory: str, keep: int):
+    import orbax.checkpoint as ocp
+    from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
+
+    self._ocp = ocp
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=pp.LatestN(keep), enable_async_checkpointing=True
+    )
+    self.directory = os.path.abspath(directory)
+    self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def save(self, step: int, state: PyTree, data_state: dict, config) -> None:
+    ocp = self._ocp
+    self.manager.save(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=ocp.args.JsonSave(data_state),
+            config=ocp.args.JsonSave(json.loads(config.to_json())),
+        ),
+        force=True,
+    )
+
+  def restore(self, step: int, abstract_state: PyTree) -> tuple[PyTree, dict]:
+    ocp = self._ocp
+    try:
+      out = self.manager.restore(
+          step,
+          args=ocp.args.Composite(
+              state=ocp.args.StandardRestore(abstract_state),
+              data=ocp.args.JsonRestore(),
+          ),
+      )
+    except Exception as e:  # noqa: BLE001 - orbax raises many types
+      msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+      raise CheckpointError(
+          f"cannot restore checkpoint step {step} from {self.directory}: {msg}. "
+          "If the model or config changed, use a new --workdir; if the files are "
+          "damaged, delete that step's folder to fall back to an older one."
+      ) from None
+    return out.state, dict(out.data)
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.close()
+
+
+def _abstract_state(task: Task, key, example, sharding) -> PyTree:
+  """Shapes and dtypes of the state, laid out for *this* run's devices.
+
+  Giving the sharding explicitly lets a run resume on another device count
+  than the one that saved it (8 TPU cores -> a laptop, 2 processes -> 1).
+  """
+  shapes = jax.eval_shape(task.init, key, example)
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)
+
+
+def restore_state(workdir: str, task: Task, config, example: Mapping[str, np.ndarray]):
+  """Load the latest state of a finished or running ``workdir`` (for users)."""
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
+  try:
+    step = ckpt.latest_step()
+    if step is None:
+      raise CheckpointError(f"no checkpoint in {workdir}/checkpoints.")
+    repl = NamedSharding(make_mesh(), P())
+    state, _ = ckpt.restore(step, _abstract_state(task, jax.random.key(config.seed), example, repl))
+    return state, step
+  finally:
+    ckpt.close()
+
+
+# ----------------------------------------------------------------------------
+# Logging
+# ----------------------------------------------------------------------------
+class Writer:
+  """metrics.jsonl + TensorBoard + progress, on process 0 only."""
+
+  def __init__(self, workdir: str, start_step: int, total: int, quiet: bool, enabled: bool):
+    self.enabled = enabled
+    self.workdir = workdir
+    self._bar = None
+    self._tb = None
+    self._plain = False
+    if not enabled:
+      return
+    self.jsonl = os.path.join(workdir, "metrics.jsonl")
+    _truncate_jsonl(self.jsonl, start_step)
+    from tensorboardX import SummaryWriter
+
+    # purge_step drops events a killed run wrote after its last checkpoint.
+    self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=start_step or None)
+    if not quiet and sys.stderr.isatty():
+      from tqdm import tqdm
+
+      self._bar = tqdm(total=total, initial=start_step, dynamic_ncols=True, unit="step")
+    else:
+      self._plain = not quiet
+
+  def scalars(self, step: int, metrics: Mapping[str, float]) -> None:
+    if not self.enabled:
+      return
+    with open(self.jsonl, "a") as f:
+      f.write(json.dumps({"step": step, **{k: float(v) for k, v in metrics.items()}}) + "\n")
+    for k, v in metrics.items():
+      self._tb.add_scalar(k, float(v), step)
+    loss = next((metrics[k] for k in ("train/loss", "train/d_loss") if k in metrics), None)
+    sps = metrics.get("perf/steps_per_sec")
+    if self._bar is not None:
+      post = {}
+      if loss is not None:
+        post["loss"] = f"{loss:.4g}"
+      if sps is not None:
+        post["steps/s"] = f"{sps:.1f}"
+      self._bar.set_postfix(post, refresh=False)
+    elif self._plain:
+      parts = [f"step {step}"]
+      parts += [f"{k}={v:.4g}" for k, v in metrics.items() if not k.startswith("perf/")]
+      if sps is not None:
+        parts.append(f"steps/s={sps:.1f}")
+      print(" ".join(parts), flush=True)
+
+  def advance(self, n: int) -> None:
+    if self._bar is not None:
+      self._bar.update(n)
+
+  def images(self, step: int, grids: Mapping[str, np.ndarray]) -> None:
+    if not self.enabled:
+      return
+    for name, grid in grids.items():
+      imglib.save_png(grid, os.path.join(self.workdir, "images", f"{name}_{step:07d}.png"))
+      imglib.save_png(grid, os.path.join(self.workdir, "images", f"{name}_latest.png"))
+      self._tb.add_image(name, grid, step, dataformats="HWC")
+
+  def message(self, text: str) -> None:
+    if not self.enabled:
+      return
+    if self._bar is not None:
+      self._bar.write(text)
+    else:
+      print(text, flush=True)
+
+  def close(self) -> None:
+    if self._bar is not None:
+      self._bar.close()
+    if self._tb is not None:
+      self._tb.close()
+
+
+def _truncate_jsonl(path: str, start_step: int) -> None:
+  """Drop lines a killed run wrote after the checkpoint we resume from."""
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    lines = [ln for ln in f if ln.strip()]
+  keep = []
+  for ln in lines:
+    try:
+      if json.loads(ln).get("step", 0) <= start_step:
+        keep.append(ln)
+    except json.JSONDecodeError:  # a line cut by SIGKILL
+      pass
+  with open(path, "w") as f:
+    f.writelines(keep)
+
+
+def _to_grids(images: Mapping[str, Any]) -> dict:
+  out = {}
+  for name, arr in jax.device_get(dict(images)).items():
+    arr = np.asarray(arr)
+    out[name] = arr if arr.dtype == np.uint8 else imglib.make_grid(arr)
+  return out
+
+
+# ----------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------
+class _Signals:
+  """Turn SIGTERM/SIGINT into a flag checked between steps."""
+
+  def __init__(self):
+    self.received: int | None = None
+    self._old = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._old[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # not the main thread
+        pass
+    return self
+
+  def _handle(self, signum, frame):
+    if self.received is not None:  # second Ctrl-C: give up waiting
+      raise KeyboardInterrupt
+    self.received = signum
+
+  def __exit__(self, *exc):
+    for sig, old in self._old.items():
+      signal.signal(sig, old)
+
+
+class Interrupted(Exception):
+  def __init__(self, signum: int, step: int):
+    super().__init__(f"signal {signum} at step {step}")
+    self.signum, self.step = signum, step
+
+
+def _initialize_distributed(config) -> None:
+  if not config.distributed:
+    return
+  # Only affects the CPU backend (multi-process CPU runs need gloo); asking
+  # which backend we are on would initialise it, which must not happen yet.
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  kwargs = {}
+  if config.coordinator_address:
+    kwargs["coordinator_address"] = config.coordinator_address
+  if config.num_processes:
+    kwargs["num_processes"] = config.num_processes
+  if config.process_id >= 0:
+    kwargs["process_id"] = config.process_id
+  jax.distributed.initialize(**kwargs)
+
+
+def _check_finite(buffer: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
+  host = jax.device_get(buffer)
+  for step, metrics in host:
+    for name, value in metrics.items():
+      if not np.all(np.isfinite(value)):
+        raise NonFiniteError(
+            f"{name} became {float(np.asarray(value).ravel()[0])} at step {step}; "
+            "training stopped. The last checkpoint written before it is intact."
+        )
+  return host
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    make_task: Callable[[ml_collections.ConfigDict, DataInfo], Task],
+    *,
+    load: Callable[[ml_collections.ConfigDict], tuple[dict, dict, DataInfo]] = load_data,
+    transform: Callable | None = None,
+) -> dict:
+  """Train (or resume, or only evaluate) and return the summary dict.
+
+  Args:
+    config: the trainer's config (base keys + model keys).
+    workdir: checkpoints, logs and pictures go here; an existing one resumes.
+    make_task: builds the :class:`Task` from the config and data info.
+    load: returns ``(train arrays, test arrays, DataInfo)``; the default loads
+      ``config.dataset`` as images.
+    transform: per-batch host transform; default formats ``image`` pixels.
+  """
+  _initialize_distributed(config)
+  validate_config(config)
+  is_main = jax.process_index() == 0
+  os.makedirs(workdir, exist_ok=True)
+  train_arrays, test_arrays, info = load(config)
+  if transform is None:
+    transform = image_transform(config.pixel_format) if "image" in train_arrays else None
+  task = make_task(config, info)
+  mesh = make_mesh()
+  data_sharding = NamedSharding(mesh, P("data"))
+
+  loader = dgdata.BatchLoader(
+      train_arrays, batch_size=config.batch_size, seed=config.seed,
+      sharding=data_sharding, transform=transform,
+  )
+  if transform is not None:
+    test_f = transform(dict(test_arrays), np.random.default_rng([config.seed, 999]))
+  else:
+    test_f = dict(test_arrays)
+  n_ex = min(config.batch_size, len(next(iter(test_f.values()))))
+  example = {k: v[:n_ex] for k, v in test_f.items()}
+  if task.check_batch is not None:
+    task.check_batch(example)  # before anything compiles
+  eval_bs = min(config.eval_batch_size, -(-len(next(iter(test_f.values()))) // jax.device_count()) * jax.device_count())
+  evaluate = make_evaluator(task, mesh, eval_bs) if task.eval_step else None
+  image_batch = {k: v[: config.num_images] for k, v in test_f.items()}
+
+  repl = NamedSharding(mesh, P())
+  init = jax.jit(task.init, out_shardings=repl)
+  key = jax.random.key(config.seed)
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
+  writer = None
+  try:
+    start = ckpt.latest_step()
+    if start is None:
+      if config.eval_only:
+        raise CheckpointError(f"eval_only=True but there is no checkpoint in {workdir}.")
+      state, start = init(key, example), 0
+    else:
+      state, data_state = ckpt.restore(start, _abstract_state(task, key, example, repl))
+      loader.load_state_dict(data_state)
+    if is_main:
+      with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config.to_json(indent=2))
+    writer = Writer(workdir, start, config.num_steps, config.quiet, is_main)
+    if start and is_main:
+      writer.message(f"resuming from step {start} in {workdir}")
+
+    perf = {}
+    if not config.eval_only and start < config.num_steps:
+      perf = _loop(config, task, mesh, state_holder := [state], loader, ckpt, writer,
+                   start, evaluate, test_f, image_batch)
+      state = state_holder[0]
+    ckpt.wait()
+
+    summary = {"step": int(max(start, config.num_steps if not config.eval_only else start))}
+    if evaluate is not None:
+      summary.update({f"test/{k}": v for k, v in evaluate(state, test_f).items()})
+    if task.images is not None:
+      writer.images(summary["step"], _to_grids(task.images(state, image_batch)))
+    if task.report is not None:
+      ctx = Context(config, workdir, info, mesh, is_main, evaluate)
+      summary.update(task.report(state, ctx))
+    summary.update(perf)
+    summary["devices"] = jax.device_count()
+    summary["backend"] = jax.default_backend()
+    if is_main:
+      with open(os.path.join(workdir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2, sort_keys=True)
+      writer.message("summary: " + json.dumps({k: round(v, 5) if isinstance(v, float) else v
+                                              for k, v in summary.items()}))
+    return summary
+  finally:
+    if writer is not None:
+      writer.close()
+    ckpt.wait()
+    ckpt.close()
+
+
+def _loop(config, task, mesh, holder, loader, ckpt, writer, start, evaluate, test_f, image_batch):
+  step_fn = compile_train_step(task, mesh)
+  state = holder[0]
+  buffer: list[tuple[int, dict]] = []
+  last_saved = start
+  window_t, window_n = None, 0
+  compile_s, timed_steps, timed_s = None, 0, 0.0
+
+  def flush(step: int) -> None:
+    nonlocal buffer, window_t, window_n, timed_steps, timed_s
+    host = _check_finite(buffer)
+    buffer = []
+    now = time.perf_counter()
+    if not host:
+      return
+    means = {k: float(np.mean([m[k] for _, m in host])) for k in host[-1][1]}
+    if window_t is not None and window_n:
+      sps = window_n / (now - window_t)
+      means["perf/steps_per_sec"] = sps
+      timed_steps += window_n
+      timed_s += now - window_t
+    window_t, window_n = now, 0
+    writer.scalars(step, means)
+
+  def save(step: int) -> None:
+    nonlocal last_saved
+    flush(step)  # never checkpoint a state whose metrics we have not seen
+    ckpt.save(step, holder[0], loader.state_dict(), config)
+    last_saved = step
+
+  with _Signals() as signals:
+    for step in range(start, config.num_steps):
+      batch = next(loader)
+      if compile_s is None:
+        t0 = time.perf_counter()
+        state, metrics = step_fn(state, batch)
+        jax.block_until_ready(metrics)
+        compile_s = time.perf_counter() - t0
+        writer.message(f"first step (compile + run): {compile_s:.2f}s")
+      else:
+        state, metrics = step_fn(state, batch)
+      holder[0] = state
+      done = step + 1
+      buffer.append((done, metrics))
+      window_n += 1
+      writer.advance(1)
+      if done % config.log_every == 0:
+        flush(done)
+        if window_t is None:
+          window_t = time.perf_counter()
+      if config.eval_every and done % config.eval_every == 0 and evaluate is not None:
+        flush(done)
+        writer.scalars(done, {f"test/{k}": v for k, v in evaluate(state, test_f).items()})
+      if config.image_every and done % config.image_every == 0 and task.images is not None:
+        writer.images(done, _to_grids(task.images(state, image_batch)))
+      if done % config.checkpoint_every == 0 or done == config.num_steps:
+        save(done)
+      if signals.received is not None:
+        if last_saved != done:
+          save(done)
+        ckpt.wait()
+        raise Interrupted(signals.received, done)
+  flush(config.num_steps)
+  perf = {"perf/first_step_s": compile_s}
+  if timed_steps:
+    perf["perf/steps_per_sec"] = timed_steps / timed_s
+    perf["perf/examples_per_sec"] = timed_steps * config.batch_size / timed_s
+  return perf
+
+
+# ----------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------
+def _reject_unknown_keys(config: ml_collections.ConfigDict, argv: list[str]) -> None:
+  """ml_collections reports an unknown override with a traceback; we say one line."""
+  import difflib
+
+  for arg in argv:
+    if not arg.startswith("--config."):
+      continue
+    key = arg[len("--config."):].split("=", 1)[0]
+    node, path = config, []
+    for part in key.split("."):
+      path.append(part)
+      if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+        keys = list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+        near = difflib.get_close_matches(part, keys, n=1)
+        hint = f" (did you mean config.{'.'.join(path[:-1] + near)}?)" if near else ""
+        print(f"error: unknown config key config.{'.'.join(path)}{hint}", file=sys.stderr)
+        sys.exit(2)
+      node = node[part]
+
+
+def run_cli(name: str, get_config: Callable[[], ml_collections.ConfigDict],
+            make_task: Callable, **kwargs) -> None:
+  """``python -m train.<name> [--workdir=DIR] [--config.key=value ...]``."""
+  from absl import app, flags
+  from ml_collections import config_flags
+
+  _reject_unknown_keys(get_config(), sys.argv[1:])
+  flags.DEFINE_string("workdir", os.path.join("workdir", name),
+                      "Checkpoints, logs and pictures; rerunning resumes from it.")
+  config_flags.DEFINE_config_dict("config", get_config(), "Training config.",
+                                  lock_config=True)
+
+  def main(argv):
+    from absl import logging
+
+    # Orbax logs every save at INFO; keep the terminal for our progress.
+    logging.set_verbosity(logging.WARNING)
+    if len(argv) > 1:
+      raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    config = flags.FLAGS.config
+    workdir = flags.FLAGS.workdir
+    try:
+      train_and_evaluate(config, workdir, make_task, **kwargs)
+    except UserError as e:
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(1)
+    except Interrupted as e:
+      print(f"interrupted at step {e.step}: checkpoint saved in {workdir}; "
+            "rerun the same command to resume.", file=sys.stderr)
+      sys.exit(128 + e.signum)
+
+  app.run(main)
