@@ -81,9 +81,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     need(isinstance(config[key], int) and config[key] >= 0, key, "an int >= 0")
   need(config.learning_rate > 0, "learning_rate", "> 0")
   dgdata.pixels.check_pixel_format(config.pixel_format)
-  need(config.dataset == "digits" or config.dataset.startswith("tfds:")
-       or config.dataset in getattr(config, "_extra_datasets", ()),
-       "dataset", "'digits' or 'tfds:<name>' (e.g. tfds:mnist)")
   ndev = jax.device_count()
   for key in ("batch_size", "eval_batch_size"):
     need(config[key] % ndev == 0, key, f"divisible by the device count {ndev}")
