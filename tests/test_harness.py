@@ -20,24 +20,15 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
+from tests_support import TINY_VQVAE, tiny_vqvae_config
 
 from dgmjax.errors import CheckpointError, ConfigError, NonFiniteError
 from train import harness, vqvae
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-TINY = {
-    "num_steps": 40, "log_every": 10, "checkpoint_every": 10, "data_limit": 256,
-    "batch_size": 32, "eval_batch_size": 64, "num_codes": 16, "code_dim": 4,
-    "channels": (8, 8), "res_hidden": 8, "num_res_blocks": 1, "num_images": 16,
-    "quiet": True,
-}
-
-
-def tiny_config(**over):
-  c = vqvae.get_config()
-  c.update({**TINY, **over})
-  return c
+TINY = TINY_VQVAE
+tiny_config = tiny_vqvae_config
 
 
 def _flags(**over):

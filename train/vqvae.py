@@ -17,15 +17,16 @@ import optax
 
 from dgmjax.errors import ConfigError
 from dgmjax.losses import vq
-from dgmjax.nn.conv import ConvDecoder, ConvEncoder
+from dgmjax.nn.vqvae import VQVAE
 from dgmjax.parallel import as_local, mean_over
 from train import harness
-from train.state import create_train_state, step_key
+from train.images import side_by_side
+from train.state import count_params, create_train_state, step_key
 
 
 def get_config() -> ml_collections.ConfigDict:
   c = harness.base_config()
-  c.num_steps = 3000
+  c.num_steps = 2000
   c.batch_size = 128
   c.learning_rate = 2e-3
   c.checkpoint_every = 1000
@@ -35,34 +36,43 @@ def get_config() -> ml_collections.ConfigDict:
   c.beta = 0.25  # commitment weight
   c.codebook = "ema"  # "ema" or "loss"
   c.ema_decay = 0.99
-  c.dead_code_threshold = 0.01  # restart codes whose EMA usage falls below this
+  c.dead_code_threshold = 1.0  # restart codes used less than once per batch (EMA count)
   c.kmeans_init = False
+  c.cosine = False  # l2-normalised codes
   c.channels = (32, 64)
   c.num_res_blocks = 2
   c.res_hidden = 32
   return c
 
 
-def _models(config, channels_out: int):
-  enc = ConvEncoder(tuple(config.channels), config.num_res_blocks, config.res_hidden,
-                    config.code_dim)
-  dec = ConvDecoder(tuple(reversed(config.channels)), config.num_res_blocks,
-                    config.res_hidden, channels_out)
-  return enc, dec
+def build_model(config, out_channels: int, axis_name: str | None = None) -> VQVAE:
+  return VQVAE(
+      num_codes=config.num_codes, code_dim=config.code_dim, out_channels=out_channels,
+      channels=tuple(config.channels), num_res_blocks=config.num_res_blocks,
+      res_hidden=config.res_hidden, beta=config.beta, use_ema=config.codebook == "ema",
+      decay=config.ema_decay, dead_code_threshold=config.dead_code_threshold,
+      cosine=config.cosine, axis_name=axis_name)
 
 
-def make_task(config, info: harness.DataInfo) -> harness.Task:
+def _validate(config, info: harness.DataInfo) -> None:
   if config.codebook not in ("ema", "loss"):
     raise ConfigError(f"config.codebook must be 'ema' or 'loss', got {config.codebook!r}.")
   if config.num_codes < 2:
     raise ConfigError(f"config.num_codes must be >= 2, got {config.num_codes}.")
+  if not 0.0 < config.ema_decay < 1.0:
+    raise ConfigError(f"config.ema_decay must be in (0, 1), got {config.ema_decay}.")
   if config.pixel_format not in ("unit", "symmetric"):
     raise ConfigError("config.pixel_format must be 'unit' or 'symmetric' for the VQ-VAE "
                       f"(MSE decoder), got {config.pixel_format!r}.")
-  h, w, c = info.image_shape
+  h, w, _ = info.image_shape
   if h % 4 or w % 4:
     raise ConfigError(f"image height and width must be multiples of 4, got {info.image_shape}.")
-  enc, dec = _models(config, c)
+
+
+def make_task(config, info: harness.DataInfo) -> harness.Task:
+  _validate(config, info)
+  h, w, c = info.image_shape
+  model = build_model(config, c)
   use_ema = config.codebook == "ema"
   tx = optax.adam(config.learning_rate)
 
@@ -74,109 +84,82 @@ def make_task(config, info: harness.DataInfo) -> harness.Task:
   def to_unit(x):
     return (x + 1.0) / 2.0 if config.pixel_format == "symmetric" else x
 
+  def variables(state):
+    return {"params": state.params, **({"vq_ema": state.extra} if use_ema else {})}
+
   def init(key, batch):
-    k_enc, k_dec, k_code, k_state = jax.random.split(key, 4)
+    k_init, k_code, k_state = jax.random.split(key, 3)
     x = jnp.asarray(batch["image"], jnp.float32)
-    p_enc = enc.init(k_enc, x)
-    z = enc.apply(p_enc, x)
-    p_dec = dec.init(k_dec, z)
-    flat = z.reshape(-1, config.code_dim)
+    var = model.init(k_init, x)
+    params, extra = var["params"], var.get("vq_ema")
     if config.kmeans_init:
-      codebook = vq.kmeans_init(k_code, flat, config.num_codes)
-    else:
-      codebook = flat[jax.random.randint(k_code, (config.num_codes,), 0, flat.shape[0])]
-    params = {"encoder": p_enc, "decoder": p_dec}
-    extra = None
-    if use_ema:
-      extra = vq.ema_init(codebook)
-    else:
-      params["codebook"] = codebook
+      z_e = model.apply(var, x, method=lambda m, x: m.encoder(x))
+      codebook, counts = vq.kmeans_init(k_code, z_e.reshape(-1, config.code_dim),
+                                        config.num_codes, return_counts=True)
+      if use_ema:
+        extra = {"state": vq.ema_init(codebook, cluster_size=jnp.maximum(counts, 1.0))}
+      else:
+        params = {**params, "quantizer": {"codebook": codebook}}
     return create_train_state(params, tx, k_state, extra=extra)
-
-  def forward(params, codebook, x):
-    z_e = enc.apply(params["encoder"], x)
-    z_q, idx = vq.quantize(z_e, codebook)
-    x_rec = dec.apply(params["decoder"], vq.straight_through(z_e, z_q))
-    return z_e, z_q, idx, x_rec
-
-  def codebook_of(state):
-    return state.extra.codebook if use_ema else state.params["codebook"]
 
   def train_step(state, batch, axis_name=None):
     x = batch["image"]
+    net = build_model(config, c, axis_name) if axis_name else model
 
     def loss_fn(params):
-      z_e, z_q, idx, x_rec = forward(params, codebook_of(state) if use_ema else params["codebook"], x)
+      var = {"params": params, **({"vq_ema": state.extra} if use_ema else {})}
+      (x_rec, out, _), updates = net.apply(
+          var, x, train=True, mutable=["vq_ema"], rngs={"vq_restart": step_key(state)})
       rec = jnp.mean((x_rec - x) ** 2)
-      if use_ema:
-        reg = config.beta * jnp.mean(vq.commitment_loss(z_e, z_q))
-      else:
-        reg = jnp.mean(vq.vq_loss(z_e, z_q, beta=config.beta))
-      return rec + reg, (rec, z_e, idx)
+      loss = rec + jnp.mean(out.loss)
+      return loss, (rec, out, updates)
 
-    (loss, (rec, z_e, idx)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+    (loss, (rec, out, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         as_local(state.params, axis_name))
     grads, loss, rec = mean_over((grads, loss, rec), axis_name)
     new = state.apply_gradients(grads=grads)
-    flat_z = jax.lax.stop_gradient(z_e).reshape(-1, config.code_dim)
-    flat_i = idx.reshape(-1)
-    counts = vq.code_histogram(flat_i, config.num_codes, axis_name=axis_name)
     if use_ema:
-      ema = vq.ema_update(state.extra, flat_z, flat_i, decay=config.ema_decay,
-                          axis_name=axis_name)
-      ema, restarted = vq.restart_dead_codes_ema(
-          step_key(state), ema, flat_z, threshold=config.dead_code_threshold,
-          axis_name=axis_name)
-      new = new.replace(extra=ema)
-    else:
-      restarted = jnp.zeros((), jnp.int32)
+      new = new.replace(extra=updates["vq_ema"])
     metrics = {
         "train/loss": loss,
         "train/mse": rec,
-        "train/perplexity": vq.perplexity(counts),
-        "train/codes_used": vq.codes_used(counts),
-        "train/restarted": jnp.asarray(restarted, jnp.float32),
+        "train/perplexity": out.perplexity,
+        "train/codes_used": out.codes_used,
+        "train/restarted": out.restarted.astype(jnp.float32),
     }
     return new, metrics
 
   def eval_step(state, batch):
     x = batch["image"]
-    _, _, idx, x_rec = forward(state.params, codebook_of(state), x)
+    x_rec = model.apply(variables(state), x)[0]
     err = jnp.mean((to_unit(x_rec) - to_unit(x)) ** 2, axis=(1, 2, 3))
     var = jnp.var(to_unit(x), axis=(1, 2, 3))
     return {"mse": err, "pixel_var": var}
 
   def images(state, batch):
     x = batch["image"]
-    x_rec = forward(state.params, codebook_of(state), x)[3]
-    from train.images import side_by_side
-
+    x_rec = model.apply(variables(state), x)[0]
     return {"reconstructions": side_by_side(
         np.asarray(to_unit(x)), np.clip(np.asarray(to_unit(x_rec)), 0, 1))}
 
+  encode_fn = jax.jit(lambda var, x: model.apply(var, x, method="encode"))
+
   def report(state, ctx: harness.Context):
     test = harness.formatted({"image": ctx.info.dataset.test_images}, config.pixel_format, 0)
-    indices = encode(state, test["image"])
+    indices = np.concatenate([np.asarray(encode_fn(variables(state), test["image"][i:i + 500]))
+                              for i in range(0, len(test["image"]), 500)])
     counts = np.bincount(indices.ravel(), minlength=config.num_codes).astype(np.float64)
     p = counts / counts.sum()
     nz = p[p > 0]
-    perplexity = float(np.exp(-(nz * np.log(nz)).sum()))
-    out = {"test/perplexity": perplexity, "test/codes_used": float((counts > 0).mean()),
-           "num_codes": config.num_codes}
+    out = {"test/perplexity": float(np.exp(-(nz * np.log(nz)).sum())),
+           "test/codes_used": float((counts > 0).mean()),
+           "num_codes": config.num_codes,
+           "num_params": count_params(state.params)}
     ev = ctx.evaluate(state, test)
     out["test/nmse"] = ev["mse"] / ev["pixel_var"]
     if ctx.is_main:
       _save_histogram(counts, f"{ctx.workdir}/images/code_usage.png")
     return out
-
-  @jax.jit
-  def _encode(state, x):
-    return vq.nearest_code(enc.apply(state.params["encoder"], x), codebook_of(state))
-
-  def encode(state, images):
-    """Images (N, H, W, C) in the model's pixel format -> code indices (N, h, w)."""
-    return np.concatenate([np.asarray(_encode(state, images[i : i + 500]))
-                           for i in range(0, len(images), 500)])
 
   return harness.Task(init=init, train_step=train_step, eval_step=eval_step,
                       images=images, report=report, check_batch=check_batch)

@@ -1,0 +1,147 @@
+"""A Flax vector-quantisation layer on top of :mod:`dgmjax.losses.vq`.
+
+Lecture 7, "Deterministic variational posterior": every position's encoder
+output z_e is replaced by its nearest code, and the decoder receives the
+straight-through ``z_e + sg(z_q − z_e)``.
+
+The codebook is either a parameter trained by the codebook loss
+(``use_ema=False``) or an EMA of cluster statistics (``use_ema=True``, the
+default). EMA statistics live in the variable collection ``"vq_ema"``; a
+train step applies the layer with ``mutable=["vq_ema"]`` and stores the
+returned collection in its train state, so nothing is hidden mutation and
+everything is checkpointed. Dead-code restart draws from the rng stream
+``"vq_restart"``.
+
+Under ``jax.jit`` with a batch sharded over devices, statistics are global
+automatically. Inside ``shard_map``/``pmap`` set ``axis_name`` so that counts,
+sums, restarts and perplexity are reduced across devices.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from dgmjax.losses import vq
+
+
+class VQOutput(NamedTuple):
+  """What :class:`VectorQuantizer` returns.
+
+  Attributes:
+    z: straight-through output for the decoder, same shape as the input.
+    z_q: the selected codes (no gradient path to the encoder).
+    indices: int32 code indices, the input shape without its last axis.
+    loss: per-vector VQ loss (β·commitment, plus the codebook loss when the
+      codebook is learned by gradient), shape of ``indices``.
+    counts: (K,) global code histogram of this call.
+    perplexity: exp(entropy) of ``counts``.
+    codes_used: fraction of codes with a non-zero count.
+    restarted: number of codes re-seeded in this call (0 when not training).
+  """
+
+  z: jax.Array
+  z_q: jax.Array
+  indices: jax.Array
+  loss: jax.Array
+  counts: jax.Array
+  perplexity: jax.Array
+  codes_used: jax.Array
+  restarted: jax.Array
+
+
+def _l2_normalize(x: jax.Array) -> jax.Array:
+  x = x.astype(jnp.float32)
+  return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), 1e-12))
+
+
+class VectorQuantizer(nn.Module):
+  """Nearest-code quantisation with straight-through gradients.
+
+  Attributes:
+    num_codes: K, the codebook size.
+    code_dim: D, the size of each code (the input's last axis).
+    beta: commitment weight β (0.25 in the paper).
+    use_ema: EMA codebook (True) or codebook loss (False).
+    decay: EMA decay (0.99).
+    eps: Laplace smoothing of EMA counts.
+    dead_code_threshold: in training, codes whose EMA count falls below this
+      are re-seeded from current encoder outputs (EMA only; 0 disables).
+    cosine: l2-normalise inputs and codes (cosine-similarity codebook).
+    axis_name: mapped axis for shard_map/pmap users.
+  """
+
+  num_codes: int
+  code_dim: int
+  beta: float = 0.25
+  use_ema: bool = True
+  decay: float = 0.99
+  eps: float = 1e-5
+  dead_code_threshold: float = 0.01
+  cosine: bool = False
+  axis_name: str | None = None
+
+  def setup(self):
+    if self.num_codes < 2:
+      raise ValueError(f"num_codes must be >= 2, got {self.num_codes}.")
+    if not 0.0 < self.decay < 1.0:
+      raise ValueError(f"decay must be in (0, 1), got {self.decay}.")
+    init = nn.initializers.variance_scaling(1.0, "fan_in", "uniform")
+    shape = (self.num_codes, self.code_dim)
+    if self.use_ema:
+      def ema_state():
+        key = self.make_rng("params") if self.has_rng("params") else jax.random.key(0)
+        codebook = init(key, shape, jnp.float32)
+        return vq.ema_init(_l2_normalize(codebook) if self.cosine else codebook)
+
+      self.ema = self.variable("vq_ema", "state", ema_state)
+    else:
+      self.codebook_param = self.param("codebook", init, shape, jnp.float32)
+
+  @property
+  def codebook(self) -> jax.Array:
+    return self.ema.value.codebook if self.use_ema else self.codebook_param
+
+  def __call__(self, z_e: jax.Array, *, train: bool = False) -> VQOutput:
+    if z_e.shape[-1] != self.code_dim:
+      raise ValueError(
+          f"z_e must have last dimension code_dim={self.code_dim}, got shape {z_e.shape}."
+      )
+    z_in = _l2_normalize(z_e) if self.cosine else z_e
+    codebook = self.codebook
+    z_q, indices = vq.quantize(z_in, codebook)
+    if self.use_ema:
+      loss = self.beta * vq.commitment_loss(z_in, z_q)
+    else:
+      loss = vq.vq_loss(z_in, z_q, beta=self.beta)
+    flat_i = indices.reshape(-1)
+    counts = vq.code_histogram(flat_i, self.num_codes, axis_name=self.axis_name)
+    restarted = jnp.zeros((), jnp.int32)
+    if train and self.use_ema and not self.is_initializing():
+      flat_z = jax.lax.stop_gradient(z_in).reshape(-1, self.code_dim).astype(jnp.float32)
+      state = vq.ema_update(self.ema.value, flat_z, flat_i, decay=self.decay,
+                            eps=self.eps, axis_name=self.axis_name)
+      if self.dead_code_threshold > 0:
+        state, restarted = vq.restart_dead_codes_ema(
+            self.make_rng("vq_restart"), state, flat_z,
+            threshold=self.dead_code_threshold, axis_name=self.axis_name)
+      if self.cosine:
+        state = state._replace(codebook=_l2_normalize(state.codebook))
+      self.ema.value = state
+    return VQOutput(
+        z=vq.straight_through(z_in, z_q.astype(z_in.dtype)),
+        z_q=z_q,
+        indices=indices,
+        loss=loss,
+        counts=counts,
+        perplexity=vq.perplexity(counts),
+        codes_used=vq.codes_used(counts),
+        restarted=jnp.asarray(restarted, jnp.int32),
+    )
+
+  def lookup(self, indices: jax.Array) -> jax.Array:
+    """Codes for integer indices (..., ) -> (..., D): decode from tokens."""
+    return jnp.take(self.codebook, indices, axis=0)
