@@ -27,6 +27,20 @@ def test_tiny_run_writes_everything_and_learns(tmp_path):
   assert any("test/mse" in r for r in rows)  # periodic evaluation
   assert list((tmp_path / "tensorboard").iterdir())
 
+  # A user loads the trained model and turns images into tokens and back.
+  train, test, info = harness.load_data(config)
+  example = harness.formatted({"image": test["image"][:8]}, config.pixel_format, 0)
+  state, step = harness.restore_state(str(tmp_path), vqvae.make_task(config, info), config, example)
+  assert step == 60
+  model = vqvae.build_model(config, 1)
+  variables = {"params": state.params, "vq_ema": state.extra}
+  tokens = model.apply(variables, example["image"], method="encode")
+  images = model.apply(variables, tokens, method="decode_indices")
+  recon = model.apply(variables, example["image"])[0]
+  np.testing.assert_allclose(np.asarray(images), np.asarray(recon), rtol=1e-5, atol=1e-6)
+  err = float(np.mean((np.asarray(images) - example["image"]) ** 2))
+  assert err < 0.5 * float(np.var(example["image"]))
+
 
 def test_wrong_images_fail_before_compiling():
   config = tiny_vqvae_config()

@@ -447,6 +447,14 @@ def _initialize_distributed(config) -> None:
   jax.distributed.initialize(**kwargs)
 
 
+def _previous_perf(path: str) -> dict:
+  try:
+    with open(path) as f:
+      return {k: v for k, v in json.load(f).items() if k.startswith("perf/")}
+  except (OSError, ValueError):
+    return {}
+
+
 def _check_finite(buffer: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
   host = jax.device_get(buffer)
   for step, metrics in host:
@@ -540,6 +548,8 @@ def train_and_evaluate(
     if task.report is not None:
       ctx = Context(config, workdir, info, mesh, is_main, evaluate)
       summary.update(task.report(state, ctx))
+    if not perf:  # a rerun of a finished run keeps the original run's speed figures
+      perf = _previous_perf(os.path.join(workdir, "summary.json"))
     summary.update(perf)
     summary["devices"] = jax.device_count()
     summary["backend"] = jax.default_backend()
@@ -604,13 +614,14 @@ def _loop(config, task, mesh, holder, loader, ckpt, writer, start, evaluate, tes
       writer.advance(1)
       if done % config.log_every == 0:
         flush(done)
-        if window_t is None:
-          window_t = time.perf_counter()
       if config.eval_every and done % config.eval_every == 0 and evaluate is not None:
         flush(done)
         writer.scalars(done, {f"test/{k}": v for k, v in evaluate(state, test_f).items()})
+        window_t = time.perf_counter()  # steps/s counts training only
       if config.image_every and done % config.image_every == 0 and task.images is not None:
+        flush(done)
         writer.images(done, _to_grids(task.images(state, image_batch)))
+        window_t = time.perf_counter()
       if done % config.checkpoint_every == 0 or done == config.num_steps:
         save(done)
       if signals.received is not None:
