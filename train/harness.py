@@ -510,7 +510,10 @@ def train_and_evaluate(
     task.check_batch(example)  # before anything compiles
   eval_bs = min(config.eval_batch_size, -(-len(next(iter(test_f.values()))) // jax.device_count()) * jax.device_count())
   evaluate = make_evaluator(task, mesh, eval_bs) if task.eval_step else None
-  image_batch = {k: v[: config.num_images] for k, v in test_f.items()}
+  # Evenly spaced over the split, so pictures show every class of a sorted set.
+  n_test = len(next(iter(test_f.values())))
+  pick = np.linspace(0, n_test - 1, min(config.num_images, n_test)).astype(int)
+  image_batch = {k: v[pick] for k, v in test_f.items()}
 
   repl = NamedSharding(mesh, P())
   init = jax.jit(task.init, out_shardings=repl)
