@@ -234,6 +234,9 @@ def test_eval_only_and_unreadable_checkpoint(tmp_path):
   again = harness.train_and_evaluate(tiny_config(num_steps=10, eval_only=True), str(tmp_path),
                                      vqvae.make_task)
   assert again["test/mse"] == summary["test/mse"]
+  # Resuming with another seed would silently change the data order.
+  with pytest.raises(CheckpointError, match="seed 7"):
+    harness.train_and_evaluate(tiny_config(num_steps=20, seed=7), str(tmp_path), vqvae.make_task)
   # A checkpoint of a different model is reported, not a 40-line trace.
   with pytest.raises(CheckpointError, match="new --workdir"):
     harness.train_and_evaluate(tiny_config(num_steps=20, code_dim=6), str(tmp_path),

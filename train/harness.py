@@ -528,7 +528,10 @@ def train_and_evaluate(
       state, start = init(key, example), 0
     else:
       state, data_state = ckpt.restore(start, _abstract_state(task, key, example, repl))
-      loader.load_state_dict(data_state)
+      try:
+        loader.load_state_dict(data_state)
+      except ValueError as e:  # a different seed: this workdir belongs to another run
+        raise CheckpointError(f"cannot resume {workdir}: {e}") from None
     if is_main:
       with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config.to_json(indent=2))
