@@ -67,12 +67,24 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
-def validate_config(config: ml_collections.ConfigDict) -> None:
-  """Reject bad values with a message that names the key."""
+def config_check(config: ml_collections.ConfigDict) -> Callable[[bool, str, str], None]:
+  """``need(cond, key, what)``: raise one ConfigError naming ``config.key`` unless cond."""
 
   def need(cond: bool, key: str, what: str) -> None:
     if not cond:
       raise ConfigError(f"config.{key} must be {what}, got {config[key]!r}.")
+
+  return need
+
+
+def is_int(value: Any, lo: int) -> bool:
+  """A Python int (not a bool) >= lo."""
+  return isinstance(value, int) and not isinstance(value, bool) and value >= lo
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Reject bad values with a message that names the key."""
+  need = config_check(config)
 
   for key in ("batch_size", "eval_batch_size", "num_steps", "log_every",
               "checkpoint_every", "keep_checkpoints", "num_images"):

@@ -182,12 +182,8 @@ def build_model(config, image_shape) -> VAE:
 
 
 def _validate(config, image_shape) -> None:
-  def need(cond, key, what):
-    if not cond:
-      raise ConfigError(f"config.{key} must be {what}, got {config[key]!r}.")
-
-  def is_int(v, lo):
-    return isinstance(v, int) and not isinstance(v, bool) and v >= lo
+  need = harness.config_check(config)
+  is_int = harness.is_int
 
   need(config.arch in ARCHS, "arch", f"one of {ARCHS}")
   need(config.prior in PRIORS, "prior", f"one of {PRIORS}")
