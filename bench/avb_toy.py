@@ -121,7 +121,7 @@ def main() -> None:
     grid = [r["test/log_px_grid"] for r in runs]
     print(f"| {name} | {_fmt(grid)} | {_fmt([r['test/log_px'] for r in runs])} | "
           f"{_fmt([r['test/elbo'] for r in runs])} | {_fmt([-LOG4 - g for g in grid])} | "
-          f"{_fmt([r['perf/steps_per_sec'] for r in runs], 0)} |")
+          f"{_fmt([r.get('perf/steps_per_sec', float('nan')) for r in runs], 0)} |")
   avb_name, vae_name = list(MODELS)
   diff = [a["test/log_px_grid"] - v["test/log_px_grid"]
           for a, v in zip(results[avb_name], results[vae_name], strict=True)]

@@ -40,7 +40,7 @@ def main():
     k = runs[0]["num_codes"]
 
     def agg(key, scale=1.0, runs=runs):
-      vals = [r[key] * scale for r in runs]
+      vals = [r.get(key, float("nan")) * scale for r in runs]
       if len(vals) == 1:
         return f"{vals[0]:.4g}"
       return f"{statistics.mean(vals):.4g} ± {statistics.stdev(vals):.2g}"

@@ -519,5 +519,10 @@ def _save_usage(counts: np.ndarray, path: str) -> None:
   save_png(np.stack([img, img, np.full_like(img, 255)], -1), path)
 
 
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Programmatic entry point (tests, benchmarks, notebooks): train or resume, return the summary."""
+  return harness.train_and_evaluate(config, workdir, make_task)
+
+
 if __name__ == "__main__":
   harness.run_cli("dvae", get_config, make_task)

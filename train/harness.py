@@ -623,12 +623,13 @@ def _loop(config, task, mesh, holder, loader, ckpt, writer, start, evaluate, tes
         jax.block_until_ready(metrics)
         compile_s = time.perf_counter() - t0
         writer.message(f"first step (compile + run): {compile_s:.2f}s")
+        window_t, window_n = time.perf_counter(), 0  # the compiling step is not timed
       else:
         state, metrics = step_fn(state, batch)
+        window_n += 1
       holder[0] = state
       done = step + 1
       buffer.append((done, metrics))
-      window_n += 1
       writer.advance(1)
       if done % config.log_every == 0:
         flush(done)

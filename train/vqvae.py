@@ -181,5 +181,10 @@ def _save_histogram(counts: np.ndarray, path: str) -> None:
   save_png(np.repeat(bars, max(1, 1024 // k), axis=1), path)
 
 
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Programmatic entry point (tests, benchmarks, notebooks): train or resume, return the summary."""
+  return harness.train_and_evaluate(config, workdir, make_task)
+
+
 if __name__ == "__main__":
   harness.run_cli("vqvae", get_config, make_task)
