@@ -133,12 +133,8 @@ def get_config() -> ml_collections.ConfigDict:
 
 
 def _validate(config) -> None:
-  def need(cond, key, what):
-    if not cond:
-      raise ConfigError(f"config.{key} must be {what}, got {config[key]!r}.")
-
-  def is_int(v, lo):
-    return isinstance(v, int) and not isinstance(v, bool) and v >= lo
+  need = harness.config_check(config)
+  is_int = harness.is_int
 
   need(config.encoder in ENCODERS, "encoder", f"one of {ENCODERS}")
   need(config.kl in KLS, "kl", f"one of {KLS}")
