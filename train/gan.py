@@ -49,9 +49,9 @@ Examples::
   python -m train.gan                                  # ring, ≈ 2 min on a CPU
   python -m train.gan --config.dataset=grid --config.num_steps=40000 --workdir=workdir/gan_grid
   python -m train.gan --config.generator_loss=minimax --config.lr_schedule=constant \\
-      --config.r1_weight=0                           # the plain game: collapses
+      --config.r1_weight=0                           # the plain minimax game
   python -m train.gan --config.dataset=digits --workdir=workdir/gan_digits \\
-      --config.num_steps=3000 --config.batch_size=64 --config.base_channels=32 \\
+      --config.num_steps=6000 --config.batch_size=64 --config.base_channels=32 \\
       --config.learning_rate=5e-4
 """
 
@@ -95,7 +95,7 @@ def get_config() -> ml_collections.ConfigDict:
   c = harness.base_config()
   c.dataset = "ring"  # "ring", "grid", "digits" or "tfds:<name>"
   c.pixel_format = "symmetric"  # images: the generator ends in tanh
-  c.num_steps = 30000
+  c.num_steps = 30000  # ring; grid: 40000; digits (DCGAN): 6000 (see docs/gan.md)
   c.batch_size = 256  # samples per update (each critic update and the G update)
   c.learning_rate = 1e-3  # generator's peak Adam learning rate
   c.d_learning_rate = 0.0  # discriminator's; 0 = same as learning_rate
