@@ -22,8 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
+from tests_support import steps_three_ways
 
 from dgmjax.data import BatchLoader
 from dgmjax.errors import ConfigError
@@ -209,23 +208,7 @@ def test_sharded_and_shard_map_steps_equal_single_device(over):
   config = tiny_config(**over)
   batches, info = _toy(config, 2)
   task = avb.make_task(config, info)
-  key = jax.random.key(0)
-  init = jax.jit(task.init)
-  mesh = harness.make_mesh()
-  assert mesh.size == 8
-  single = jax.jit(task.train_step)
-  sharded = harness.compile_train_step(task, mesh)
-  smap = jax.jit(jax.shard_map(
-      functools.partial(task.train_step, axis_name="data"), mesh=mesh,
-      in_specs=(P(), P("data")), out_specs=(P(), P())))
-  s0 = init(key, batches[0])
-  s1, sm = init(key, batches[0]), init(key, batches[0])
-  s8 = jax.device_put(init(key, batches[0]), NamedSharding(mesh, P()))
-  data = NamedSharding(mesh, P("data"))
-  for b in batches:
-    s1, m1 = single(s1, b)
-    s8, m8 = sharded(s8, {k: jax.device_put(v, data) for k, v in b.items()})
-    sm, mm = smap(sm, b)
+  s0, (s1, m1), (s8, m8), (sm, mm) = steps_three_ways(task, batches, batches[0])
   for other in (s8, sm):
     for a, b in zip(_leaves(s1), _leaves(other), strict=True):
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

@@ -19,8 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
+from tests_support import steps_three_ways
 
 from dgmjax.data import BatchLoader
 from dgmjax.errors import ConfigError
@@ -184,30 +183,14 @@ def test_sharded_and_shard_map_steps_equal_single_device():
   config = tiny_config(estimator="st_gumbel", prior="learned", kl_warmup_steps=3)
   batches, info = _batches(config, 2)
   task = dvae.make_task(config, info)
-  key = jax.random.key(0)
   example = {k: v[:8] for k, v in batches[0].items()}
-  init = jax.jit(task.init)
-  mesh = harness.make_mesh()
-  assert mesh.size == 8
-  single = jax.jit(task.train_step)
-  sharded = harness.compile_train_step(task, mesh)
-  smap = jax.jit(jax.shard_map(
-      functools.partial(task.train_step, axis_name="data"), mesh=mesh,
-      in_specs=(P(), P("data")), out_specs=(P(), P())))
-  s1, s8, sm = init(key, example), jax.device_put(init(key, example), NamedSharding(mesh, P())), \
-      init(key, example)
-  data = NamedSharding(mesh, P("data"))
-  for b in batches:
-    s1, m1 = single(s1, b)
-    s8, m8 = sharded(s8, {k: jax.device_put(v, data) for k, v in b.items()})
-    sm, mm = smap(sm, b)
+  s0, (s1, m1), (s8, m8), (sm, mm) = steps_three_ways(task, batches, example)
   for a, b in ((s1.params, s8.params), (s1.params, sm.params)):
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
       np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-5)
   for k in m1:  # global means, and the same per-example noise on every layout
     np.testing.assert_allclose(float(m1[k]), float(m8[k]), rtol=1e-4)
     np.testing.assert_allclose(float(m1[k]), float(mm[k]), rtol=1e-4)
-  s0 = init(key, example)
   moved = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
               for a, b in zip(jax.tree.leaves(s0.params), jax.tree.leaves(s1.params), strict=True))
   assert moved > 1e-4

@@ -1,6 +1,12 @@
-"""Small configs shared by several test files."""
+"""Small configs and step drivers shared by several test files."""
 
-from train import vqvae
+import functools
+
+import jax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from train import harness, vqvae
 
 TINY_VQVAE = {
     "num_steps": 40, "log_every": 10, "checkpoint_every": 10, "data_limit": 256,
@@ -14,3 +20,31 @@ def tiny_vqvae_config(**over):
   c = vqvae.get_config()
   c.update({**TINY_VQVAE, **over})
   return c
+
+
+def steps_three_ways(task, batches, example, key=None):
+  """Run ``batches`` through a task's step on three layouts of 8 devices.
+
+  The single-device ``jit`` step, the harness's data-sharded ``jit`` step and
+  a ``shard_map`` step with ``axis_name="data"``, all from the same initial
+  state. Returns ``(s0, (s1, m1), (s8, m8), (sm, mm))``: the initial state,
+  then the final state and last metrics of each layout.
+  """
+  key = jax.random.key(0) if key is None else key
+  mesh = harness.make_mesh()
+  assert mesh.size == 8
+  init = jax.jit(task.init)
+  single = jax.jit(task.train_step)
+  sharded = harness.compile_train_step(task, mesh)
+  smap = jax.jit(jax.shard_map(
+      functools.partial(task.train_step, axis_name="data"), mesh=mesh,
+      in_specs=(P(), P("data")), out_specs=(P(), P())))
+  s0 = init(key, example)
+  s1, sm = init(key, example), init(key, example)
+  s8 = jax.device_put(init(key, example), NamedSharding(mesh, P()))
+  data = NamedSharding(mesh, P("data"))
+  for b in batches:
+    s1, m1 = single(s1, b)
+    s8, m8 = sharded(s8, {k: jax.device_put(v, data) for k, v in b.items()})
+    sm, mm = smap(sm, b)
+  return s0, (s1, m1), (s8, m8), (sm, mm)
