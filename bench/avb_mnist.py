@@ -60,7 +60,7 @@ def run_vae(seed: int, args) -> tuple[dict, float]:
   import jax
   import jax.numpy as jnp
 
-  from train import avb, vae
+  from train import avb, harness, vae
 
   workdir = os.path.join(args.out, f"vae_s{seed}")
   t0 = time.time()
@@ -78,7 +78,7 @@ def run_vae(seed: int, args) -> tuple[dict, float]:
     test = splits["test"]
     from dgmjax.data import load_digits
 
-    ours = avb.eval_images(load_digits("test")[0], "binary_dynamic")
+    ours = harness.formatted({"image": load_digits("test")[0]}, "binary_dynamic")["image"]
     assert np.array_equal(test, ours), "the two trainers must score the same test images"
     f = jax.jit(lambda p, x, k: avb.importance_log_marginal(
         lambda z: model.log_likelihood(p, z, x), *model.encode(p, x), k,

@@ -77,7 +77,6 @@ def worker(name: str, steps: int, dataset: str, workdir: str) -> dict:
   sys.path.insert(0, ROOT)
   import jax
 
-  from train import harness
 
   module_name, over = TASKS[name]
   module = importlib.import_module(f"train.{module_name}")
@@ -94,13 +93,7 @@ def worker(name: str, steps: int, dataset: str, workdir: str) -> dict:
     config.classifier_dir = os.path.join(workdir, "classifier")
   rss_before = _max_rss_mib()
   t0 = time.perf_counter()
-  run = getattr(module, "train_and_evaluate", None)
-  if run is None:  # trainers without their own entry point: the harness + their task
-    load = getattr(module, "load_data", None) or getattr(module, "load", None)
-    kwargs = {"load": load} if load is not None else {}
-    summary = harness.train_and_evaluate(config, workdir, module.make_task, **kwargs)
-  else:
-    summary = run(config, workdir)
+  summary = module.train_and_evaluate(config, workdir)
   wall = time.perf_counter() - t0
   stats = jax.local_devices()[0].memory_stats() or {}
   return {

@@ -270,9 +270,7 @@ def vqvae_nb():
       command line. The tiny overrides below apply only in tiny mode.
       '''),
       code('''
-      import functools
-
-      from train import harness, vqvae
+      from train import vqvae
 
       TINY_OVERRIDES = dict(
           num_steps=30, log_every=10, checkpoint_every=30, data_limit=512, batch_size=32,
@@ -297,12 +295,8 @@ def vqvae_nb():
       Interrupting the cell saves a checkpoint; running it again with `FRESH = False` resumes.
       '''),
       code('''
-      # train.vqvae.train_and_evaluate(config, workdir) is harness.train_and_evaluate with its task.
-      train_and_evaluate = getattr(vqvae, "train_and_evaluate", None) or functools.partial(
-          harness.train_and_evaluate, make_task=vqvae.make_task)
-
       workdir = fresh_workdir(WORKDIR)
-      summary = train_and_evaluate(config, workdir)
+      summary = vqvae.train_and_evaluate(config, workdir)
       '''),
       md('''
       ## Results
@@ -347,9 +341,7 @@ def dvae_nb():
       `st_categorical`), IWAE with k = 1000.
       '''),
       code('''
-      import functools
-
-      from train import dvae, harness
+      from train import dvae
 
       TINY_OVERRIDES = dict(
           num_steps=50, log_every=10, eval_every=0, checkpoint_every=50, data_limit=512,
@@ -372,12 +364,8 @@ def dvae_nb():
       The harness shards every batch over the devices; `train_and_evaluate` returns the summary.
       '''),
       code('''
-      # train.dvae.train_and_evaluate(config, workdir) is harness.train_and_evaluate with its task.
-      train_and_evaluate = getattr(dvae, "train_and_evaluate", None) or functools.partial(
-          harness.train_and_evaluate, make_task=dvae.make_task)
-
       workdir = fresh_workdir(WORKDIR)
-      summary = train_and_evaluate(config, workdir)
+      summary = dvae.train_and_evaluate(config, workdir)
       '''),
       md('''
       ## Results

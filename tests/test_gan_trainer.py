@@ -64,7 +64,7 @@ def _task_state_and_example(config):
   train, test, info = gan.load(config)
   task = gan.make_task(config, info)
   if not gan.is_toy(config):
-    test = harness.formatted(test, "symmetric", 0)
+    test = harness.formatted(test, "symmetric")
   example = {k: v[: config.batch_size] for k, v in test.items()}
   return task, train, test, info, example
 

@@ -276,3 +276,20 @@ def test_two_processes_equal_one_process(tmp_path):
   sc = harness.train_and_evaluate(tiny_config(num_steps=6, eval_only=True),
                                   str(tmp_path / "two"), vqvae.make_task)
   np.testing.assert_allclose(sc["test/mse"], sb["test/mse"], rtol=1e-5)
+
+
+def test_evaluation_binarization_is_fixed_per_split_and_unbiased():
+  from dgmjax.data import load_digits
+
+  images = load_digits("test")[0][:200]
+  a = harness.formatted({"image": images}, "binary_dynamic")["image"]
+  # The same images in every run, whatever config.seed: nothing random is passed in.
+  np.testing.assert_array_equal(a, harness.formatted({"image": images}, "binary_dynamic")["image"])
+  assert set(np.unique(a)) <= {0.0, 1.0}
+  # A Bernoulli draw with p = intensity: its mean is within 4 standard errors of E[p].
+  p = images.astype(np.float64) / 255.0
+  se = np.sqrt(np.sum(p * (1 - p))) / p.size
+  assert abs(float(a.mean()) - p.mean()) < 4 * se
+  # The train split gets its own draw.
+  b = harness.formatted({"image": images}, "binary_dynamic", "train")["image"]
+  assert np.mean(a != b) > 0.001

@@ -64,8 +64,8 @@ def test_flow_prior_end_to_end_report_pictures_and_reuse(tmp_path):
   for k in ("rec", "avg_kl", "mutual_info", "marginal_kl", "iwae"):
     assert again[k] == pytest.approx(summary[f"surgery/test/{k}"], rel=1e-5, abs=1e-4)
   # The evaluation binarization is fixed: independent of config.seed.
-  np.testing.assert_array_equal(splits["test"], vae.eval_images(
-      harness.load_data(cfg)[2].dataset.test_images, "binary_dynamic", "test"))
+  np.testing.assert_array_equal(splits["test"], harness.formatted(
+      {"image": harness.load_data(cfg)[2].dataset.test_images}, "binary_dynamic")["image"])
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -119,7 +119,7 @@ def test_split_report_on_a_model_with_known_answers():
 
 def _step_setup(prior):
   config = tiny_config(prior=prior, latent_dim=3)
-  train, _, info = vae.load_data(config)
+  train, _, info = harness.load_data(config)
   task = vae.make_task(config, info)
   from dgmjax.data import BatchLoader
 
@@ -160,14 +160,14 @@ def test_shard_map_step_equals_single_device_step():
 
 def test_resume_equals_uninterrupted(tmp_path):
   full = tiny_config(prior="flow", num_steps=20, checkpoint_every=10)
-  _, _, info = vae.load_data(full)
+  _, _, info = harness.load_data(full)
   # One task (and so one compilation) for all three runs; only the training
   # loop and the checkpoints are under test here.
   task = dataclasses.replace(vae.make_task(full, info), report=None, images=None,
                              eval_step=None)
 
   def run(config, workdir):
-    harness.train_and_evaluate(config, str(workdir), lambda c, i: task, load=vae.load_data)
+    harness.train_and_evaluate(config, str(workdir), lambda c, i: task)
 
   def params_of(workdir):
     state, step = harness.restore_state(str(workdir), task, full,

@@ -29,7 +29,7 @@ def test_tiny_run_writes_everything_and_learns(tmp_path):
 
   # A user loads the trained model and turns images into tokens and back.
   train, test, info = harness.load_data(config)
-  example = harness.formatted({"image": test["image"][:8]}, config.pixel_format, 0)
+  example = harness.formatted({"image": test["image"][:8]}, config.pixel_format)
   state, step = harness.restore_state(str(tmp_path), vqvae.make_task(config, info), config, example)
   assert step == 60
   model = vqvae.build_model(config, 1)

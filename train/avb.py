@@ -72,7 +72,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from dgmjax.data import ImageDataset, pixels, toy
+from dgmjax.data import ImageDataset, toy
 from dgmjax.errors import ConfigError
 from dgmjax.losses import density_ratio as dr
 from dgmjax.losses import elbo as elbo_lib
@@ -85,9 +85,6 @@ from train.state import count_params, create_train_state, step_key
 ENCODERS = ("implicit", "gaussian")
 KLS = ("adversarial", "analytic")
 BINARY = ("binary_dynamic", "binary_static")
-# One fixed binarization of the test split for every evaluation (any seed);
-# the same seed as train.vae, so both trainers score the same test images.
-EVAL_BINARIZATION_SEED = 102
 TOY_IMAGE_SHAPE = (2, 2, 1)
 
 
@@ -174,13 +171,6 @@ def _validate(config) -> None:
 # ----------------------------------------------------------------------------
 # Data
 # ----------------------------------------------------------------------------
-def eval_images(images: np.ndarray, pixel_format: str) -> np.ndarray:
-  """uint8 images -> the fixed float binarization every evaluation uses."""
-  if pixel_format == "binary_dynamic":
-    return pixels.static_binarization(images, seed=EVAL_BINARIZATION_SEED)
-  return pixels.format_images(images, pixel_format)
-
-
 def toy_dataset(seed: int, num_train: int) -> ImageDataset:
   """The AVB toy as images: ``num_train`` draws of the four one-hot 2×2 images.
 
@@ -200,7 +190,7 @@ def toy_dataset(seed: int, num_train: int) -> ImageDataset:
 
 
 def load_data(config):
-  """The harness ``load=`` hook: the toy, or images with a fixed test binarization."""
+  """The harness ``load=`` hook: the toy, or the harness's image data."""
   if config.dataset == "avb_toy":
     _validate(config)
     ds = toy_dataset(config.seed, config.toy_train_size)
@@ -208,13 +198,7 @@ def load_data(config):
     test = {"image": ds.test_images, "label": ds.test_labels}
     info = harness.DataInfo(TOY_IMAGE_SHAPE, len(ds.train_images), len(ds.test_images), ds)
     return train, test, info
-  train, test, info = harness.load_data(config)
-  if config.pixel_format == "binary_dynamic":
-    # A 0/255 image is unchanged by the harness's Bernoulli draw, so storing
-    # the fixed binarization makes every evaluation see the same test images.
-    fixed = eval_images(test["image"], "binary_dynamic")
-    test = dict(test, image=(fixed * 255).astype(np.uint8))
-  return train, test, info
+  return harness.load_data(config)
 
 
 # ----------------------------------------------------------------------------
@@ -715,7 +699,7 @@ def make_task(config, info: harness.DataInfo) -> harness.Task:
 
     ds = ctx.info.dataset
     params = state["model"].params
-    test = eval_images(ds.test_images, config.pixel_format)
+    test = harness.formatted({"image": ds.test_images}, config.pixel_format)["image"]
     out = {"num_params/model": count_params(params)}
     if adversarial:
       out["num_params/disc"] = count_params(state["disc"].params)

@@ -437,14 +437,13 @@ def make_task(config, info: harness.DataInfo) -> harness.Task:
 
   def report(state, ctx: harness.Context):
     ds = ctx.info.dataset
-    seed = config.seed
     out: dict[str, Any] = {"model": config.model, "estimator": config.estimator,
                            "train/temperature_final": float(tau_fn(state.step - 1))}
     # Same keys as the harness's test arrays, so the compiled evaluator is reused.
     test = harness.formatted({"image": ds.test_images, "label": ds.test_labels},
-                             config.pixel_format, seed)
+                             config.pixel_format, "test")
     train = harness.formatted({"image": ds.train_images, "label": ds.train_labels},
-                              config.pixel_format, seed)
+                              config.pixel_format, "train")
     tr = ctx.evaluate(state, train)
     out.update({f"train_set/{k}": v for k, v in tr.items()})
     te = ctx.evaluate(state, test)

@@ -174,9 +174,26 @@ def load_data(config) -> tuple[dict, dict, DataInfo]:
   return train, test, info
 
 
-def formatted(arrays: Mapping[str, np.ndarray], pixel_format: str, seed: int) -> dict:
-  """A whole split in the model's pixel format (fixed draw for binarization)."""
-  return image_transform(pixel_format)(dict(arrays), np.random.default_rng([seed, 999]))
+# One fixed binarization per split for every evaluation, whatever config.seed,
+# so runs with different seeds (and different trainers) score the same images.
+EVAL_BINARIZATION_SEEDS = {"train": 101, "test": 102}
+
+
+def formatted(arrays: Mapping[str, np.ndarray], pixel_format: str,
+              split: str = "test") -> dict:
+  """A whole split in the model's pixel format, identical in every run.
+
+  ``binary_dynamic`` gets the fixed Bernoulli draw of
+  :data:`EVAL_BINARIZATION_SEEDS` ``[split]``; the other formats are
+  deterministic.
+  """
+  out = dict(arrays)
+  if pixel_format == "binary_dynamic":
+    out["image"] = dgdata.pixels.static_binarization(
+        arrays["image"], seed=EVAL_BINARIZATION_SEEDS[split])
+  else:
+    out["image"] = dgdata.pixels.format_images(arrays["image"], pixel_format)
+  return out
 
 
 # ----------------------------------------------------------------------------
@@ -513,7 +530,7 @@ def train_and_evaluate(
       sharding=data_sharding, transform=transform,
   )
   if transform is not None:
-    test_f = transform(dict(test_arrays), np.random.default_rng([config.seed, 999]))
+    test_f = formatted(test_arrays, config.pixel_format)
   else:
     test_f = dict(test_arrays)
   n_ex = min(config.batch_size, len(next(iter(test_f.values()))))

@@ -23,7 +23,7 @@ prior (``images/latent_density.png``).
 
 Data: by default dynamically binarized digits for training (a fresh Bernoulli
 draw per epoch) and, for every evaluation, one *fixed* binarization per split
-(seeded by :data:`EVAL_BINARIZATION_SEEDS`, independent of ``config.seed``),
+(:func:`train.harness.formatted`, independent of ``config.seed``),
 so numbers and pictures of different runs and seeds are comparable.
 """
 
@@ -43,7 +43,6 @@ import ml_collections
 import numpy as np
 import optax
 
-from dgmjax.data import pixels
 from dgmjax.errors import ConfigError
 from dgmjax.losses import elbo as elbo_lib
 from dgmjax.losses import schedules, surgery
@@ -55,8 +54,6 @@ from train.state import create_train_state, step_key
 
 PRIORS = ("gaussian", "flow")
 LIKELIHOODS = ("bernoulli", "gaussian")
-# One fixed binarization per split for every evaluation (any config.seed).
-EVAL_BINARIZATION_SEEDS = {"train": 101, "test": 102}
 # How many decoded images one compiled report call may hold at once.
 _MAX_DECODED = {"mlp": 50_000, "conv": 2_000}
 
@@ -217,29 +214,8 @@ def _validate(config, image_shape) -> None:
 # Data: dynamic binarization for training, fixed binarizations for evaluation
 # ----------------------------------------------------------------------------
 def eval_images(images: np.ndarray, pixel_format: str, split: str) -> np.ndarray:
-  """A split's uint8 images in the model's pixel format, the same in every run.
-
-  ``binary_dynamic`` gets one fixed Bernoulli draw per split (seed
-  :data:`EVAL_BINARIZATION_SEEDS`); the other formats are deterministic.
-  """
-  if pixel_format == "binary_dynamic":
-    return pixels.static_binarization(images, seed=EVAL_BINARIZATION_SEEDS[split])
-  return pixels.format_images(images, pixel_format)
-
-
-def load_data(config):
-  """:func:`train.harness.load_data`, with the test split binarized once.
-
-  The harness binarizes its evaluation copy of the test split with a draw
-  seeded by ``config.seed``. A 0/255 image is left unchanged by a Bernoulli
-  draw, so storing the fixed binarization here makes every evaluation (and
-  every seed) see the same test images.
-  """
-  train, test, info = harness.load_data(config)
-  if config.pixel_format == "binary_dynamic":
-    fixed = eval_images(test["image"], "binary_dynamic", "test")
-    test = dict(test, image=(fixed * 255).astype(np.uint8))
-  return train, test, info
+  """A split's uint8 images as every evaluation sees them (:func:`train.harness.formatted`)."""
+  return harness.formatted({"image": images}, pixel_format, split)["image"]
 
 
 # ----------------------------------------------------------------------------
@@ -590,7 +566,7 @@ def surgery_table(table: dict[str, dict[str, float]], title: str = "") -> str:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Train (or resume) the VAE of ``config`` in ``workdir``; returns the summary."""
-  return harness.train_and_evaluate(config, workdir, make_task, load=load_data)
+  return harness.train_and_evaluate(config, workdir, make_task)
 
 
 def load_trained(workdir: str) -> tuple[VAE, Any, ml_collections.ConfigDict, dict]:
@@ -616,4 +592,4 @@ def load_trained(workdir: str) -> tuple[VAE, Any, ml_collections.ConfigDict, dic
 
 
 if __name__ == "__main__":
-  harness.run_cli("vae", get_config, make_task, load=load_data)
+  harness.run_cli("vae", get_config, make_task)

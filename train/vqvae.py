@@ -145,7 +145,7 @@ def make_task(config, info: harness.DataInfo) -> harness.Task:
   encode_fn = jax.jit(lambda var, x: model.apply(var, x, method="encode"))
 
   def report(state, ctx: harness.Context):
-    test = harness.formatted({"image": ctx.info.dataset.test_images}, config.pixel_format, 0)
+    test = harness.formatted({"image": ctx.info.dataset.test_images}, config.pixel_format)
     indices = np.concatenate([np.asarray(encode_fn(variables(state), test["image"][i:i + 500]))
                               for i in range(0, len(test["image"]), 500)])
     counts = np.bincount(indices.ravel(), minlength=config.num_codes).astype(np.float64)
