@@ -10,7 +10,8 @@ MI and marginal KL), ``vq`` (vector quantization, EMA codebook, restarts),
 ``gumbel`` (Gumbel-max, Gumbel-softmax, Concrete), ``schedules`` (temperature
 and KL-weight schedules), ``gan`` (discriminator/generator losses, JSD),
 ``density_ratio`` (the density-ratio trick, AVB), ``divergences`` (KL and JSD
-on grids and samples).
+on grids and samples), ``tokens`` (token cross-entropy and MaskGIT masking for
+priors over discrete latents).
 """
 
 from dgmjax.losses import (
@@ -21,6 +22,7 @@ from dgmjax.losses import (
     gumbel,
     schedules,
     surgery,
+    tokens,
     vq,
 )
 
@@ -32,5 +34,6 @@ __all__ = [
     "gumbel",
     "schedules",
     "surgery",
+    "tokens",
     "vq",
 ]
