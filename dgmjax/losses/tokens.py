@@ -85,12 +85,12 @@ def token_cross_entropy(
     >>> print(jnp.round(token_cross_entropy(logits, targets), 4))
     [0.4581]
     >>> mask = jnp.array([[False, True]])
-    >>> print(jnp.round(token_cross_entropy(logits, targets, mask=mask,
-    ...                                     reduction="sum"), 4))
-    [0.2231]
+    >>> loss = token_cross_entropy(logits, targets, mask=mask, reduction="sum")
+    >>> print(f"{float(loss[0]):.4f}")
+    0.2231
     >>> blocked = jnp.array([[[-jnp.inf, 0.0, -jnp.inf]]])
-    >>> print(token_cross_entropy(blocked, jnp.array([[1]])))
-    [0.]
+    >>> print(token_cross_entropy(blocked, jnp.array([[1]])) == 0)
+    [ True]
   """
   _checks.check_floating("logits", logits)
   _checks.check_rank("logits", logits, 3)
