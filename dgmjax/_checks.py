@@ -19,23 +19,31 @@ def _shape(x: Any) -> tuple[int, ...]:
   return tuple(np.shape(x))
 
 
-def _dtype(x: Any) -> np.dtype:
-  return jnp.result_type(x)
+def _dtype(name: str, x: Any) -> np.dtype:
+  try:
+    return jnp.result_type(x)
+  except TypeError:
+    # jnp.result_type cannot type a list or a string; say which argument it
+    # was instead of "Cannot determine dtype of [1.0, 2.0]".
+    raise TypeError(
+        f"{name} must be an array or a number, got {type(x).__name__}; "
+        f"convert it first (e.g. jnp.asarray({name}))."
+    ) from None
 
 
 def check_floating(name: str, x: Any) -> None:
   """Raise ``TypeError`` unless ``x`` has a floating dtype."""
-  if not jnp.issubdtype(_dtype(x), jnp.floating):
+  if not jnp.issubdtype(_dtype(name, x), jnp.floating):
     raise TypeError(
-        f"{name} must have a floating dtype, got {_dtype(x)}; cast it first "
+        f"{name} must have a floating dtype, got {_dtype(name, x)}; cast it first "
         f"(e.g. {name}.astype(jnp.float32))."
     )
 
 
 def check_integer(name: str, x: Any) -> None:
   """Raise ``TypeError`` unless ``x`` has an integer dtype."""
-  if not jnp.issubdtype(_dtype(x), jnp.integer):
-    raise TypeError(f"{name} must have an integer dtype, got {_dtype(x)}.")
+  if not jnp.issubdtype(_dtype(name, x), jnp.integer):
+    raise TypeError(f"{name} must have an integer dtype, got {_dtype(name, x)}.")
 
 
 def check_rank(name: str, x: Any, rank: int | Sequence[int]) -> None:
@@ -79,32 +87,71 @@ def check_last_dim(name: str, x: Any, size: int, what: str = "") -> None:
     )
 
 
-def check_positive(name: str, value: Any, *, allow_zero: bool = False) -> None:
-  """Raise ``ValueError`` if a *concrete* scalar is not > 0 (or >= 0).
+def _concrete_real(name: str, value: Any) -> np.ndarray | None:
+  """``value`` as a float64 NumPy array, or None if it is traced.
+
+  Raises ``TypeError`` naming ``name`` for anything that is not a real
+  number (a string, None, a bool, a complex number): NumPy's own error for
+  ``"a" <= 0`` names neither the argument nor the fix.
+  """
+  if isinstance(value, jax.core.Tracer):
+    return None
+  try:
+    arr = np.asarray(value)
+  except Exception:  # noqa: BLE001 - anything unreadable is a type error
+    arr = None
+  # bool is an integer subtype in NumPy, but temperature=True is a mistake.
+  if arr is None or arr.dtype == np.bool_ or not (
+      jnp.issubdtype(arr.dtype, jnp.integer)
+      or jnp.issubdtype(arr.dtype, jnp.floating)
+  ):
+    raise TypeError(
+        f"{name} must be a real number, got {type(value).__name__}"
+        + (f" of dtype {arr.dtype}" if arr is not None else "") + "."
+    )
+  # float64 also covers bfloat16 and other ml_dtypes, whose comparisons and
+  # isfinite NumPy does not always support directly.
+  return arr.astype(np.float64)
+
+
+def check_positive(
+    name: str, value: Any, *, allow_zero: bool = False, finite: bool = True
+) -> None:
+  """Raise ``ValueError`` if a *concrete* value is not > 0 (or >= 0).
+
+  NaN is always rejected (``nan <= 0`` is False, so a plain comparison would
+  let it through and turn every output into NaN), and so are ±inf unless
+  ``finite=False``. A non-number raises ``TypeError``. Arrays are checked
+  elementwise.
 
   Traced values (e.g. a temperature computed from the step inside ``jit``)
   cannot be inspected at trace time and are let through; schedules in this
   library never produce non-positive values.
   """
-  if isinstance(value, jax.core.Tracer):
+  arr = _concrete_real(name, value)
+  if arr is None:
     return
-  try:
-    arr = np.asarray(value)
-  except Exception:  # noqa: BLE001 - anything unreadable is a type error
-    raise TypeError(f"{name} must be a number, got {type(value).__name__}.") from None
-  bad = (arr < 0) if allow_zero else (arr <= 0)
-  if np.any(bad):
-    op = ">= 0" if allow_zero else "> 0"
+  op = ">= 0" if allow_zero else "> 0"
+  if np.any(np.isnan(arr)) or (finite and not np.all(np.isfinite(arr))):
+    kind = "a number" if not finite else "finite"
+    raise ValueError(f"{name} must be {kind} and {op}, got {value!r}.")
+  # Written as "not (ok)" so that a value no comparison accepts is rejected.
+  ok = (arr >= 0) if allow_zero else (arr > 0)
+  if not np.all(ok):
     raise ValueError(f"{name} must be {op}, got {value!r}.")
 
 
 def check_in_range(
     name: str, value: Any, lo: float, hi: float, *, closed: bool = True
 ) -> None:
-  """Raise ``ValueError`` if a concrete scalar lies outside [lo, hi]."""
-  if isinstance(value, jax.core.Tracer):
+  """Raise ``ValueError`` if a concrete value lies outside [lo, hi] (or NaN).
+
+  A non-number raises ``TypeError``; NaN fails every comparison and is
+  rejected.
+  """
+  arr = _concrete_real(name, value)
+  if arr is None:
     return
-  arr = np.asarray(value)
   ok = (arr >= lo) & (arr <= hi) if closed else (arr > lo) & (arr < hi)
   if not np.all(ok):
     br = "[]" if closed else "()"
