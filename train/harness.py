@@ -31,8 +31,11 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from dgmjax import data as dgdata
-from dgmjax.errors import CheckpointError, ConfigError, NonFiniteError, UserError
+from dgmjax.errors import CheckpointError, ConfigError, NonFiniteError, UserError  # noqa: F401
+from train import checkpoints as ckptlib
+from train import cli
 from train import images as imglib
+from train import workdir as workdir_lib
 
 PyTree = Any
 
@@ -245,83 +248,12 @@ def make_evaluator(task: Task, mesh, batch_size: int) -> Callable:
 # ----------------------------------------------------------------------------
 # Checkpoints
 # ----------------------------------------------------------------------------
-class Checkpointer:
-  """Orbax CheckpointManager: state + data-stream position + config."""
-
-  def __init__(self, directory: str, keep: int):
-    import orbax.checkpoint as ocp
-    from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
-
-    self._ocp = ocp
-    options = ocp.CheckpointManagerOptions(
-        preservation_policy=pp.LatestN(keep), enable_async_checkpointing=True
-    )
-    self.directory = os.path.abspath(directory)
-    self.manager = ocp.CheckpointManager(self.directory, options=options)
-
-  def latest_step(self) -> int | None:
-    return self.manager.latest_step()
-
-  def save(self, step: int, state: PyTree, data_state: dict, config) -> None:
-    ocp = self._ocp
-    self.manager.save(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            data=ocp.args.JsonSave(data_state),
-            config=ocp.args.JsonSave(json.loads(config.to_json())),
-        ),
-        force=True,
-    )
-
-  def restore(self, step: int, abstract_state: PyTree) -> tuple[PyTree, dict]:
-    ocp = self._ocp
-    try:
-      out = self.manager.restore(
-          step,
-          args=ocp.args.Composite(
-              state=ocp.args.StandardRestore(abstract_state),
-              data=ocp.args.JsonRestore(),
-          ),
-      )
-    except Exception as e:  # noqa: BLE001 - orbax raises many types
-      msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-      raise CheckpointError(
-          f"cannot restore checkpoint step {step} from {self.directory}: {msg}. "
-          "If the model or config changed, use a new --workdir; if the files are "
-          "damaged, delete that step's folder to fall back to an older one."
-      ) from None
-    return out.state, dict(out.data)
-
-  def wait(self) -> None:
-    self.manager.wait_until_finished()
-
-  def close(self) -> None:
-    self.manager.close()
+Checkpointer = ckptlib.Checkpointer  # moved to train/checkpoints.py
+restore_state = ckptlib.restore_state
 
 
 def _abstract_state(task: Task, key, example, sharding) -> PyTree:
-  """Shapes and dtypes of the state, laid out for *this* run's devices.
-
-  Giving the sharding explicitly lets a run resume on another device count
-  than the one that saved it (8 TPU cores -> a laptop, 2 processes -> 1).
-  """
-  shapes = jax.eval_shape(task.init, key, example)
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)
-
-
-def restore_state(workdir: str, task: Task, config, example: Mapping[str, np.ndarray]):
-  """Load the latest state of a finished or running ``workdir`` (for users)."""
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
-  try:
-    step = ckpt.latest_step()
-    if step is None:
-      raise CheckpointError(f"no checkpoint in {workdir}/checkpoints.")
-    repl = NamedSharding(make_mesh(), P())
-    state, _ = ckpt.restore(step, _abstract_state(task, jax.random.key(config.seed), example, repl))
-    return state, step
-  finally:
-    ckpt.close()
+  return ckptlib.abstract_state(task.init, key, example, sharding)
 
 
 # ----------------------------------------------------------------------------
@@ -330,7 +262,8 @@ def restore_state(workdir: str, task: Task, config, example: Mapping[str, np.nda
 class Writer:
   """metrics.jsonl + TensorBoard + progress, on process 0 only."""
 
-  def __init__(self, workdir: str, start_step: int, total: int, quiet: bool, enabled: bool):
+  def __init__(self, workdir: str, start_step: int, total: int, quiet: bool, enabled: bool,
+               files: bool = True):
     self.enabled = enabled
     self.workdir = workdir
     self._bar = None
@@ -339,11 +272,12 @@ class Writer:
     if not enabled:
       return
     self.jsonl = os.path.join(workdir, "metrics.jsonl")
-    _truncate_jsonl(self.jsonl, start_step)
-    from tensorboardX import SummaryWriter
+    if files:  # False: a read-only workdir (eval_only): messages only
+      _truncate_jsonl(self.jsonl, start_step)
+      from tensorboardX import SummaryWriter
 
-    # purge_step drops events a killed run wrote after its last checkpoint.
-    self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=start_step or None)
+      # purge_step drops events a killed run wrote after its last checkpoint.
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=start_step or None)
     if not quiet and sys.stderr.isatty():
       from tqdm import tqdm
 
@@ -352,10 +286,9 @@ class Writer:
       self._plain = not quiet
 
   def scalars(self, step: int, metrics: Mapping[str, float]) -> None:
-    if not self.enabled:
+    if not self.enabled or self._tb is None:
       return
-    with open(self.jsonl, "a") as f:
-      f.write(json.dumps({"step": step, **{k: float(v) for k, v in metrics.items()}}) + "\n")
+    workdir_lib.append_line(self.jsonl, json.dumps({"step": step, **{k: float(v) for k, v in metrics.items()}}))
     for k, v in metrics.items():
       self._tb.add_scalar(k, float(v), step)
     loss = next((metrics[k] for k in ("train/loss", "train/d_loss") if k in metrics), None)
@@ -379,7 +312,7 @@ class Writer:
       self._bar.update(n)
 
   def images(self, step: int, grids: Mapping[str, np.ndarray]) -> None:
-    if not self.enabled:
+    if not self.enabled or self._tb is None:
       return
     for name, grid in grids.items():
       imglib.save_png(grid, os.path.join(self.workdir, "images", f"{name}_{step:07d}.png"))
@@ -401,21 +334,7 @@ class Writer:
       self._tb.close()
 
 
-def _truncate_jsonl(path: str, start_step: int) -> None:
-  """Drop lines a killed run wrote after the checkpoint we resume from."""
-  if not os.path.exists(path):
-    return
-  with open(path) as f:
-    lines = [ln for ln in f if ln.strip()]
-  keep = []
-  for ln in lines:
-    try:
-      if json.loads(ln).get("step", 0) <= start_step:
-        keep.append(ln)
-    except json.JSONDecodeError:  # a line cut by SIGKILL
-      pass
-  with open(path, "w") as f:
-    f.writelines(keep)
+_truncate_jsonl = workdir_lib.truncate_jsonl  # atomic: temporary file + rename
 
 
 def _to_grids(images: Mapping[str, Any]) -> dict:
@@ -484,16 +403,7 @@ def _previous_perf(path: str) -> dict:
     return {}
 
 
-def _check_finite(buffer: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
-  host = jax.device_get(buffer)
-  for step, metrics in host:
-    for name, value in metrics.items():
-      if not np.all(np.isfinite(value)):
-        raise NonFiniteError(
-            f"{name} became {float(np.asarray(value).ravel()[0])} at step {step}; "
-            "training stopped. The last checkpoint written before it is intact."
-        )
-  return host
+_check_finite = ckptlib.check_finite_metrics  # names the last checkpoint that exists
 
 
 def train_and_evaluate(
@@ -517,8 +427,9 @@ def train_and_evaluate(
   _initialize_distributed(config)
   validate_config(config)
   is_main = jax.process_index() == 0
-  os.makedirs(workdir, exist_ok=True)
+  writable = workdir_lib.prepare(workdir, read_only_ok=config.eval_only)
   train_arrays, test_arrays, info = load(config)
+  cli.validate_run(config, len(next(iter(train_arrays.values()))))
   if transform is None:
     transform = image_transform(config.pixel_format) if "image" in train_arrays else None
   task = make_task(config, info)
@@ -547,24 +458,28 @@ def train_and_evaluate(
   repl = NamedSharding(mesh, P())
   init = jax.jit(task.init, out_shardings=repl)
   key = jax.random.key(config.seed)
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
+  note = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints,
+                      lock=workdir_lib.WorkdirLock(workdir) if is_main and writable else None,
+                      read_only=not writable, note=note)
   writer = None
   try:
-    start = ckpt.latest_step()
-    if start is None:
+    restored = ckpt.restore_latest(_abstract_state(task, key, example, repl), warn=note)
+    if restored is None:
       if config.eval_only:
         raise CheckpointError(f"eval_only=True but there is no checkpoint in {workdir}.")
       state, start = init(key, example), 0
     else:
-      state, data_state = ckpt.restore(start, _abstract_state(task, key, example, repl))
+      state, data_state, start, saved_config = restored
+      if not config.eval_only:
+        ckptlib.check_resume(saved_config, config, workdir)
       try:
         loader.load_state_dict(data_state)
       except ValueError as e:  # a different seed: this workdir belongs to another run
         raise CheckpointError(f"cannot resume {workdir}: {e}") from None
-    if is_main:
-      with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json(indent=2))
-    writer = Writer(workdir, start, config.num_steps, config.quiet, is_main)
+    if is_main and writable:  # only now that the resume is known to be valid
+      workdir_lib.write_text_if_changed(os.path.join(workdir, "config.json"), config.to_json(indent=2))
+    writer = Writer(workdir, start, config.num_steps, config.quiet, is_main, files=writable)
     if start and is_main:
       writer.message(f"resuming from step {start} in {workdir}")
 
@@ -573,6 +488,8 @@ def train_and_evaluate(
       perf = _loop(config, task, mesh, state_holder := [state], loader, ckpt, writer,
                    start, evaluate, test_f, image_batch)
       state = state_holder[0]
+      if is_main:  # kept even if the run dies during the final evaluation
+        workdir_lib.save_perf(workdir, perf)
     ckpt.wait()
 
     summary = {"step": int(max(start, config.num_steps if not config.eval_only else start))}
@@ -584,13 +501,15 @@ def train_and_evaluate(
       ctx = Context(config, workdir, info, mesh, is_main, evaluate)
       summary.update(task.report(state, ctx))
     if not perf:  # a rerun of a finished run keeps the original run's speed figures
-      perf = _previous_perf(os.path.join(workdir, "summary.json"))
+      perf = workdir_lib.previous_perf(workdir)
     summary.update(perf)
     summary["devices"] = jax.device_count()
     summary["backend"] = jax.default_backend()
+    if is_main and writable:
+      workdir_lib.write_json(os.path.join(workdir, "summary.json"), summary)
+    elif is_main:
+      writer.message(f"note: {workdir} is read-only; summary.json was not written (summary below).")
     if is_main:
-      with open(os.path.join(workdir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2, sort_keys=True)
       writer.message("summary: " + json.dumps({k: round(v, 5) if isinstance(v, float) else v
                                               for k, v in summary.items()}))
     return summary
@@ -611,7 +530,7 @@ def _loop(config, task, mesh, holder, loader, ckpt, writer, start, evaluate, tes
 
   def flush(step: int) -> None:
     nonlocal buffer, window_t, window_n, timed_steps, timed_s
-    host = _check_finite(buffer)
+    host = _check_finite(buffer, ckpt)
     buffer = []
     now = time.perf_counter()
     if not host:
@@ -645,6 +564,7 @@ def _loop(config, task, mesh, holder, loader, ckpt, writer, start, evaluate, tes
         state, metrics = step_fn(state, batch)
         window_n += 1
       holder[0] = state
+      ckpt.poll()  # a failed background save stops the run here, in one line
       done = step + 1
       buffer.append((done, metrics))
       writer.advance(1)
@@ -676,55 +596,5 @@ def _loop(config, task, mesh, holder, loader, ckpt, writer, start, evaluate, tes
 # ----------------------------------------------------------------------------
 # Command line
 # ----------------------------------------------------------------------------
-def _reject_unknown_keys(config: ml_collections.ConfigDict, argv: list[str]) -> None:
-  """ml_collections reports an unknown override with a traceback; we say one line."""
-  import difflib
-
-  for arg in argv:
-    if not arg.startswith("--config."):
-      continue
-    key = arg[len("--config."):].split("=", 1)[0]
-    node, path = config, []
-    for part in key.split("."):
-      path.append(part)
-      if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-        keys = list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
-        near = difflib.get_close_matches(part, keys, n=1)
-        hint = f" (did you mean config.{'.'.join(path[:-1] + near)}?)" if near else ""
-        print(f"error: unknown config key config.{'.'.join(path)}{hint}", file=sys.stderr)
-        sys.exit(2)
-      node = node[part]
-
-
-def run_cli(name: str, get_config: Callable[[], ml_collections.ConfigDict],
-            make_task: Callable, **kwargs) -> None:
-  """``python -m train.<name> [--workdir=DIR] [--config.key=value ...]``."""
-  from absl import app, flags
-  from ml_collections import config_flags
-
-  _reject_unknown_keys(get_config(), sys.argv[1:])
-  flags.DEFINE_string("workdir", os.path.join("workdir", name),
-                      "Checkpoints, logs and pictures; rerunning resumes from it.")
-  config_flags.DEFINE_config_dict("config", get_config(), "Training config.",
-                                  lock_config=True)
-
-  def main(argv):
-    from absl import logging
-
-    # Orbax logs every save at INFO; keep the terminal for our progress.
-    logging.set_verbosity(logging.WARNING)
-    if len(argv) > 1:
-      raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    config = flags.FLAGS.config
-    workdir = flags.FLAGS.workdir
-    try:
-      train_and_evaluate(config, workdir, make_task, **kwargs)
-    except UserError as e:
-      print(f"error: {e}", file=sys.stderr)
-      sys.exit(1)
-    except Interrupted as e:
-      print(f"interrupted at step {e.step}: checkpoint saved in {workdir}; "
-            "rerun the same command to resume.", file=sys.stderr)
-      sys.exit(128 + e.signum)
-
-  app.run(main)
+_reject_unknown_keys = cli.reject_unknown_keys  # moved to train/cli.py
+run_cli = cli.run_cli
