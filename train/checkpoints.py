@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 from typing import Any, Callable, Mapping
 
@@ -295,12 +296,17 @@ class Checkpointer:
     self._failed = True
     self._pending = None
     why = wd.reason(e) or _first_words(e)
+    free = wd.free_space(self.directory)
+    if jax.process_index() == 0:  # the half-written step is garbage: give its space back
+      for name in os.listdir(self.directory) if os.path.isdir(self.directory) else []:
+        if name.startswith(f"{step}.orbax-checkpoint-tmp"):
+          shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
     steps = complete_steps(self.directory)
     last = max((s for s in steps if s != step), default=None)
     self.last_good = last
     raise CheckpointError(
         f"saving checkpoint step {step} to {self.directory} failed: {why} "
-        f"({wd.free_space(self.directory)} free there). Training stopped; "
+        f"({free} free there). Training stopped; "
         f"{describe_last_good(self.directory, last)}. Free space or fix the folder, "
         "then rerun the same command to resume.") from None
 
@@ -329,7 +335,8 @@ class Checkpointer:
     if problem is not None:
       raise _Damaged(problem)
     try:
-      meta = ocp.PyTreeCheckpointer().metadata(os.path.join(step_dir, "state"))
+      with _quiet_absl():
+        meta = ocp.PyTreeCheckpointer().metadata(os.path.join(step_dir, "state"))
       meta = meta.item_metadata.tree if hasattr(meta, "item_metadata") else meta
       saved_shapes = _shape_multiset(meta)
     except Exception:  # noqa: BLE001
@@ -411,6 +418,21 @@ class Checkpointer:
       return f"could not move it aside ({e.strerror}), left it at {src}"
     self.manager.reload()
     return f"moved it to {dest}"
+
+
+class _quiet_absl:
+  """Orbax warns (absl WARNING) about optional metadata files while we probe; hush it."""
+
+  def __enter__(self):
+    from absl import logging
+
+    self._old = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)
+
+  def __exit__(self, *exc):
+    from absl import logging
+
+    logging.set_verbosity(self._old)
 
 
 def _first_words(e: BaseException) -> str:

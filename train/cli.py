@@ -81,7 +81,9 @@ def _parse_flags(argv: list[str]) -> list[str]:
         default = flags.FLAGS["config"].value
         for part in key.split(".")[1:]:
           default = default[part]
-        text += f" (expected a {type(default).__name__} like {default!r})"
+        kind = type(default).__name__
+        article = "an" if kind[:1] in "aeiou" else "a"
+        text += f" (expected {article} {kind}, e.g. {default!r})"
       except (KeyError, AttributeError, TypeError):
         pass
     _error(text)
@@ -116,6 +118,12 @@ def guarded(fn: Callable[[], object], workdir: str) -> int:
   return 0
 
 
+def _drop_orbax_errors(record) -> bool:
+  import logging as pylogging
+
+  return not (record.levelno >= pylogging.ERROR and "orbax" in (record.pathname or ""))
+
+
 def run_cli(name: str, get_config: Callable[[], ml_collections.ConfigDict],
             make_task: Callable, **kwargs) -> None:
   """``python -m train.<name> [--workdir=DIR] [--config.key=value ...]``."""
@@ -139,6 +147,9 @@ def run_cli(name: str, get_config: Callable[[], ml_collections.ConfigDict],
 
     # Orbax logs every save at INFO; keep the terminal for our progress.
     logging.set_verbosity(logging.WARNING)
+    # A failed save is reported by us in one line; Orbax would also log its
+    # traceback (hundreds of lines) from the background thread.
+    logging.get_absl_logger().addFilter(_drop_orbax_errors)
     if len(argv) > 1:
       _error(f"unexpected arguments: {' '.join(argv[1:])} (flags look like --config.key=value)")
     workdir = flags.FLAGS.workdir

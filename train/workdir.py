@@ -22,6 +22,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -41,11 +42,29 @@ class WorkdirBusy(WorkdirError):
   """Another live process holds the workdir's lock."""
 
 
+_KNOWN = ("No space left on device", "Disk quota exceeded", "Read-only file system",
+          "Permission denied", "Operation not permitted", "File too large")
+
+
 def reason(e: BaseException) -> str:
-  """An OSError's reason in words ("No space left on device"), else its first line."""
-  while e is not None:
+  """The operating system's reason in words ("No space left on device"), or "".
+
+  Looks through the exception chain for an OSError, then for an OS error
+  named inside another library's message (TensorStore writes
+  ``[os_error_code='28']``).
+  """
+  seen = 0
+  while e is not None and seen < 20:
+    seen += 1
     if isinstance(e, OSError) and e.strerror:
       return e.strerror
+    text = str(e)
+    m = re.search(r"os_error_code='?(\d+)|\[OS error (\d+)", text)
+    if m:
+      return os.strerror(int(m.group(1) or m.group(2)))
+    for known in _KNOWN:
+      if known in text:
+        return known
     e = e.__cause__ or e.__context__
   return ""
 
