@@ -588,6 +588,86 @@ def test_categorical_kl_matches_numpy_grads_and_extremes():
 
 
 # ---------------------------------------------------------------------------
+# Masked (-inf) and far-apart logits in the KL terms (issue 18).
+
+
+def np_masked_kl(logits_q, logits_p):
+  """float64 KL with rel_entr: 0 log 0 = 0, q > 0 = p gives +inf."""
+  from scipy.special import rel_entr
+
+  q = np_softmax(np.asarray(logits_q, np.float64), axis=-1)
+  p = np_softmax(np.asarray(logits_p, np.float64), axis=-1)
+  return np.sum(rel_entr(q, p), axis=-1), q, p
+
+
+NEG_INF = -np.inf
+MASKED_Q = np.array(
+    [[0.0, 0.0, NEG_INF], [3e38, -3e38, 0.0], [1e4, -1e4, 0.0],
+     [NEG_INF, 1.0, 2.0], [0.5, -1.0, 2.0]], np.float32)
+MASKED_P = np.array(
+    [[0.0, 1.0, NEG_INF], [1.0, 2.0, NEG_INF], [0.0, NEG_INF, 1.0],
+     [NEG_INF, 0.0, -2.0], [-3e38, 3e38, -3e38]], np.float32)
+
+
+def test_categorical_kl_uniform_masked_and_far_apart_logits():
+  kl = np.asarray(kl_uniform_j(MASKED_Q))
+  want, q, _ = np_masked_kl(MASKED_Q, np.zeros_like(MASKED_Q))
+  # The values of issue 18: log 3 - log 2 and log 3.
+  np.testing.assert_allclose(kl[:2], [math.log(1.5), math.log(3.0)], rtol=1e-6)
+  np.testing.assert_allclose(kl, want, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(categorical_kl_uniform(MASKED_Q), kl, rtol=1e-6)
+  grad = np.asarray(jax.jit(jax.grad(
+      lambda z: jnp.sum(categorical_kl_uniform(z))))(MASKED_Q))
+  assert _all_finite(grad)
+  # d KL / d logits = q (log q - <q, log q>), 0 on classes without mass.
+  from scipy.special import xlogy
+
+  neg_h = np.sum(xlogy(q, q), -1, keepdims=True)
+  closed = np.where(q > 0, q * (np.log(np.where(q > 0, q, 1.0)) - neg_h), 0.0)
+  np.testing.assert_allclose(grad, closed, rtol=1e-4, atol=1e-6)
+
+
+def test_categorical_kl_masked_logits_finite_where_the_kl_is():
+  kl = np.asarray(kl_j(MASKED_Q[:4], MASKED_P[:4]))
+  want, q, p = np_masked_kl(MASKED_Q[:4], MASKED_P[:4])
+  assert np.all(np.isfinite(want))  # q never uses a class that p masks
+  np.testing.assert_allclose(kl[2], 1.313262, rtol=1e-6)  # log(1 + e)
+  np.testing.assert_allclose(kl, want, rtol=1e-5, atol=1e-6)
+  grad_fn = jax.jit(
+      jax.grad(lambda a, b: jnp.sum(categorical_kl(a, b)), argnums=(0, 1)))
+  g_q, g_p = (np.asarray(g) for g in grad_fn(MASKED_Q[:4], MASKED_P[:4]))
+  assert _all_finite(g_q, g_p)
+  with np.errstate(divide="ignore", invalid="ignore"):
+    closed_q = np.where(
+        q > 0, q * (np.log(q) - np.log(p) - want[:, None]), 0.0)
+  np.testing.assert_allclose(g_q, closed_q, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(g_p, p - q, rtol=1e-4, atol=1e-6)
+
+
+def test_categorical_kl_is_inf_where_q_uses_a_class_p_masks():
+  # Row 4: p is one-hot on class 1 (p_0 and p_2 underflow to 0 in float32
+  # and float64 alike) while q has mass everywhere.
+  lq = np.array([[0.0, 0.0, 0.0], MASKED_Q[4]], np.float32)
+  lp = np.array([[0.0, 0.0, NEG_INF], MASKED_P[4]], np.float32)
+  want, _, _ = np_masked_kl(lq, lp)
+  np.testing.assert_array_equal(want, [np.inf, np.inf])
+  np.testing.assert_array_equal(kl_j(lq, lp), [np.inf, np.inf])
+  np.testing.assert_array_equal(categorical_kl(lq, lp), [np.inf, np.inf])
+
+
+def test_relaxed_samples_ignore_masked_classes_with_finite_gradients():
+  logits = np.array([[0.0, NEG_INF, 1.0], [NEG_INF, 2.0, -1.0]], np.float32)
+  w = jnp.array([1.0, 2.0, 3.0])
+  for hard in (False, True):
+    y = np.asarray(sample_j(KEY, logits, temperature=0.5, hard=hard))
+    np.testing.assert_array_equal(y[np.isneginf(logits)], 0.0)
+    np.testing.assert_allclose(y.sum(-1), 1.0, rtol=1e-6)
+    grad = jax.jit(jax.grad(lambda z, h=hard: jnp.sum(
+        gumbel_softmax_sample(KEY, z, temperature=0.5, hard=h) @ w)))(logits)
+    assert _all_finite(grad)
+
+
+# ---------------------------------------------------------------------------
 # Eager mode and bad input.
 
 
@@ -624,6 +704,17 @@ def test_bad_inputs_raise_clear_errors():
       concrete_log_prob(y + 1 / 3, logits, temperature=tau)
   with pytest.raises(ValueError, match="temperature"):
     gumbel_softmax_sample(KEY, logits, temperature=np.ones(4, np.float32))
+  # NaN and inf used to pass the positivity check (nan <= 0 is False).
+  for tau in (math.nan, math.inf):
+    with pytest.raises(ValueError, match="temperature must be finite"):
+      gumbel_softmax_sample(KEY, logits, temperature=tau, hard=True)
+    with pytest.raises(ValueError, match="temperature must be finite"):
+      jax.jit(functools.partial(
+          gumbel_softmax_sample, KEY, temperature=tau, hard=True))(logits)
+    with pytest.raises(ValueError, match="temperature must be finite"):
+      exp_concrete_log_prob(y, logits, temperature=tau)
+  with pytest.raises(TypeError, match="temperature must be a real number"):
+    gumbel_softmax_sample(KEY, logits, temperature="a")
   for fn in (
       lambda z: gumbel_max_sample(KEY, z),
       lambda z: gumbel_softmax_sample(KEY, z, temperature=1.0),

@@ -470,17 +470,39 @@ def concrete_log_prob(
 # KL term of the discrete VAE.
 
 
+def _sum_q_times(log_q: jax.Array, values: jax.Array, axis: int) -> jax.Array:
+  """``sum_k q_k values_k`` over the classes with ``q_k > 0``, ``q = exp(log_q)``.
+
+  A class with no mass contributes exactly 0 (``0 log 0 = 0``). Multiplying
+  instead would give ``0 * (-inf) = nan`` for a masked logit (``-inf``), and
+  for finite logits too: ``log_softmax([3e38, -3e38, 0])`` overflows to
+  ``-inf`` in the difference of the logits. The mask is on ``q > 0`` rather
+  than on ``log_q > -inf`` so that probabilities that underflow to 0 count as
+  zeros, not as ``0 * inf``. A class with mass where ``values`` is ``+inf``
+  (``q`` has mass where ``p`` is masked) still gives ``+inf``.
+  """
+  q = jnp.exp(log_q)
+  has_mass = q > 0
+  # Double where: the masked branch must neither see nan in the forward pass
+  # nor pass a nan cotangent (0 * inf) back through log_softmax.
+  safe = jnp.where(has_mass, values, 0.0)
+  return jnp.sum(jnp.where(has_mass, q * safe, 0.0), axis=axis)
+
+
 def categorical_kl_uniform(logits: jax.Array, *, axis: int = -1) -> jax.Array:
   """KL from ``Categorical(softmax(logits))`` to the uniform prior over K.
 
   ``KL(q || U(K)) = sum_k q_k log q_k + log K = log K - H(q)``, computed from
   ``log_softmax`` (finite for logits of ``±1e4``, where ``q`` is one-hot and
-  the KL is ``log K``).
+  the KL is ``log K``). Classes with ``q_k = 0`` contribute ``0 log 0 = 0``:
+  masked logits (``-inf``) and finite logits as far apart as ``±3e38`` give
+  the exact KL and finite gradients, not ``nan``.
 
   Lecture 7, slide "KL term": ``KL(q(c|x) || p(c)) = -H(q(c|x)) + log K``.
 
   Args:
-    logits: floating array, classes on ``axis``.
+    logits: floating array, classes on ``axis``; ``-inf`` masks a class
+      (at least one class per example must be finite).
     axis: the class axis.
 
   Returns:
@@ -494,10 +516,13 @@ def categorical_kl_uniform(logits: jax.Array, *, axis: int = -1) -> jax.Array:
     >>> logits = jnp.array([[100.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0]])
     >>> print(jnp.round(categorical_kl_uniform(logits), 4))
     [1.3863 0.1109]
+    >>> # A masked class: q = (1/2, 1/2, 0), KL = log 3 - log 2.
+    >>> print(jnp.round(categorical_kl_uniform(jnp.array([0.0, 0.0, -jnp.inf])), 4))
+    0.4055
   """
   num_classes = _check_logits("logits", logits, axis)
   log_q = jax.nn.log_softmax(logits, axis=axis)
-  neg_entropy = jnp.sum(jnp.exp(log_q) * log_q, axis=axis)
+  neg_entropy = _sum_q_times(log_q, log_q, axis)
   return neg_entropy + math.log(num_classes)
 
 
@@ -510,16 +535,26 @@ def categorical_kl(
   ``p = softmax(logits_p)``; both computed with ``log_softmax``. Use it for a
   non-uniform (e.g. learned) prior over the codes.
 
+  The sum runs over the classes where ``q_k > 0`` (``0 log 0 = 0``), so
+  masked logits (``-inf``) in either argument give the exact KL as long as
+  ``q`` has no mass where ``p`` has none; this includes ``q_k`` that
+  underflows to 0 (``logits_q = [1e4, -1e4, 0]``). If ``q`` puts mass on a
+  class that ``p`` masks, the KL is truly infinite and the result is
+  ``+inf`` (its gradient is then not meaningful and may hold ``nan`` or
+  ``inf``). Wherever the KL is finite the gradients are finite.
+
   Lecture 7, slide "ELBO" (discrete VAE latents),
   ``KL(q(c|x, phi) || p(c))``.
 
   Args:
-    logits_q: floating array, classes on ``axis``.
-    logits_p: floating array, same shape as ``logits_q``.
+    logits_q: floating array, classes on ``axis``; ``-inf`` masks a class.
+    logits_p: floating array, same shape as ``logits_q``; ``-inf`` masks a
+      class.
     axis: the class axis.
 
   Returns:
-    KL per example, shape of the logits without ``axis``.
+    KL per example, shape of the logits without ``axis``; ``+inf`` where
+    ``q`` has mass on a class masked in ``p``.
 
   References:
     Kullback, Leibler, `On Information and Sufficiency
@@ -530,10 +565,18 @@ def categorical_kl(
     >>> p = jnp.log(jnp.array([0.25, 0.75]))
     >>> print(f"{float(categorical_kl(q, p)):.4f}")
     0.1438
+    >>> # p masks a class that q does not use: finite, log(1 + e).
+    >>> kl = categorical_kl(jnp.array([1e4, -1e4, 0.0]),
+    ...                     jnp.array([0.0, -jnp.inf, 1.0]))
+    >>> print(f"{float(kl):.4f}")
+    1.3133
+    >>> # q uses a class that p masks: truly infinite.
+    >>> print(categorical_kl(jnp.zeros(2), jnp.array([0.0, -jnp.inf])))
+    inf
   """
   _check_logits("logits_q", logits_q, axis)
   _checks.check_floating("logits_p", logits_p)
   _checks.check_same_shape(logits_q=logits_q, logits_p=logits_p)
   log_q = jax.nn.log_softmax(logits_q, axis=axis)
   log_p = jax.nn.log_softmax(logits_p, axis=axis)
-  return jnp.sum(jnp.exp(log_q) * (log_q - log_p), axis=axis)
+  return _sum_q_times(log_q, log_q - log_p, axis)
