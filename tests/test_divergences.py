@@ -383,6 +383,14 @@ def test_grid_bad_inputs(fn, first, second):
     fn(a, a, dx=0.0)
   with pytest.raises(ValueError, match="dx"):
     fn(a, a, dx=-0.1)
+  # NaN passed the old `dx <= 0` check and made the divergence NaN.
+  for bad in (math.nan, math.inf, jnp.array([0.5, math.nan])):
+    with pytest.raises(ValueError, match="^dx must be finite"):
+      fn(a, a, dx=bad)
+    with pytest.raises(ValueError, match="^dx must be finite"):
+      jax.jit(lambda u, v, d=bad: fn(u, v, dx=d))(a, a)
+  with pytest.raises(TypeError, match="^dx must be a real number"):
+    fn(a, a, dx="0.1")
   with pytest.raises(TypeError):
     fn(a, a, 1.0)  # dx is keyword-only
 
