@@ -313,6 +313,183 @@ def straight_through(z_e: ArrayLike, z_q: ArrayLike) -> Array:
   return sg(z_q) + (z_e - sg(z_e))
 
 
+def rotation_trick(z_e: ArrayLike, z_q: ArrayLike, *, eps: float = 1e-6) -> Array:
+  """Rotation trick: forward ``z_q``, backward rotated and rescaled to ``z_e``.
+
+  With ``e = z_e``, ``q = z_q``, ``ê = e/‖e‖``, ``q̂ = q/‖q‖``,
+  ``r = (ê + q̂)/‖ê + q̂‖`` and ``R = I − 2 r rᵀ + 2 q̂ êᵀ`` (the rotation in the
+  plane of ``e`` and ``q`` taking ``ê`` to ``q̂``), the output is::
+
+    q̃ = sg[‖q‖/‖e‖ · R] e,      q̃ = q,      ∂L/∂e = (‖q‖/‖e‖) Rᵀ ∂L/∂q̃.
+
+  ``R`` is applied with two dot products (``Rv = v − 2r(r·v) + 2q̂(ê·v)``),
+  never formed as a ``(D, D)`` matrix. As in :func:`straight_through`, the
+  value is returned as ``sg[q] + (q̃ − sg[q̃])``, which equals ``z_q`` bit for
+  bit. No gradient reaches ``z_q``: the codebook is trained by its own loss
+  or by EMA. Unlike the straight-through estimator, the gradient keeps the
+  angle between itself and ``e`` that it had with ``q``, so vectors that
+  share a code receive different updates.
+
+  Degenerate vectors (float32 arithmetic):
+
+  * ``‖e‖ ≤ eps`` or ``‖q‖ ≤ eps``: ``ê`` or ``q̂`` is undefined and the scale
+    ``‖q‖/‖e‖`` is unbounded, so the vector falls back to the
+    straight-through gradient (identity).
+  * ``e`` anti-parallel to ``q`` (``‖ê + q̂‖ ≤ sqrt(eps)``): the rotation plane
+    is undefined and ``r`` is unstable; the ``r rᵀ`` term is dropped, leaving
+    ``R = I + 2q̂êᵀ ≈ I − 2êêᵀ``, the reflection that still maps ``ê`` to
+    ``q̂`` and preserves norms.
+
+  Both cases give finite outputs and gradients.
+
+  An alternative to the straight-through gradient of Lecture 7, slide
+  "Straight-through gradient estimation".
+
+  Args:
+    z_e: Encoder outputs, shape ``(..., D)``, floating.
+    z_q: Quantised vectors, same shape as ``z_e``.
+    eps: Norm below which a vector is treated as zero; > 0.
+
+  Returns:
+    Array equal to ``z_q`` (dtype ``result_type(z_e, z_q)``) whose gradient is
+    routed to ``z_e`` through the rotation.
+
+  References:
+    Fifty et al., `Restructuring Vector Quantization with the Rotation Trick
+    <https://arxiv.org/abs/2410.06424>`_, 2024.
+
+  Example:
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> from dgmjax.losses import vq
+    >>> z_e = jnp.array([1.0, 0.0])
+    >>> z_q = jnp.array([0.0, 2.0])
+    >>> print(vq.rotation_trick(z_e, z_q))
+    [0. 2.]
+    >>> # R is the 90° rotation e_x -> e_y and the scale is ‖q‖/‖e‖ = 2, so
+    >>> # an upstream gradient along e_y comes back along e_x, doubled.
+    >>> g = jax.grad(lambda e: vq.rotation_trick(e, z_q)[1])(z_e)
+    >>> print(jnp.round(g, 6))
+    [2. 0.]
+  """
+  _checks.check_floating("z_e", z_e)
+  _checks.check_floating("z_q", z_q)
+  _checks.check_min_rank("z_e", z_e, 1)
+  _checks.check_same_shape(z_e=z_e, z_q=z_q)
+  _checks.check_positive("eps", eps)
+  sg = jax.lax.stop_gradient
+  out_dtype = jnp.result_type(z_e, z_q)
+  e = _upcast(z_e)
+  q = sg(_upcast(z_q))
+  e0 = sg(e)
+
+  def norm(v):
+    return jnp.sqrt(jnp.sum(v * v, axis=-1, keepdims=True))
+
+  def dot(a, b):
+    return jnp.sum(a * b, axis=-1, keepdims=True)
+
+  norm_e, norm_q = norm(e0), norm(q)
+  ok = (norm_e > eps) & (norm_q > eps)
+  # Dividing by 1 where a norm is (near) zero keeps the unused branch finite,
+  # so that neither the value nor the gradient of jnp.where sees a NaN.
+  e_hat = e0 / jnp.where(ok, norm_e, 1.0)
+  q_hat = q / jnp.where(ok, norm_q, 1.0)
+  s = e_hat + q_hat
+  norm_s = norm(s)
+  planar = norm_s > jnp.sqrt(eps)
+  r = jnp.where(planar, s / jnp.where(planar, norm_s, 1.0), 0.0)
+  scale = jnp.where(ok, norm_q / jnp.where(ok, norm_e, 1.0), 1.0)
+  # Only the last factor e carries a gradient, so d(rotated)/de = scale·R.
+  rotated = scale * (e - 2.0 * r * dot(r, e) + 2.0 * q_hat * dot(e_hat, e))
+  rotated = jnp.where(ok, rotated, e)
+  return (q + (rotated - sg(rotated))).astype(out_dtype)
+
+
+def l2_normalize(x: ArrayLike, *, eps: float = 1e-12) -> Array:
+  """Scales every vector to unit Euclidean norm, in float32.
+
+  ``x̂ = x / max(‖x‖, sqrt(eps))`` over the last axis; the floor keeps zero
+  vectors at zero (instead of NaN) with a finite gradient.
+
+  Used by the cosine / factorized codebooks of ViT-VQGAN, where both the
+  low-dimensional encoder output and the codes are l2-normalised before the
+  nearest-code lookup of Lecture 7, slide "Deterministic variational
+  posterior".
+
+  Args:
+    x: Array of shape ``(..., D)``, floating.
+    eps: Floor on the squared norm; > 0.
+
+  Returns:
+    Float32 (or float64) array of the shape of ``x``.
+
+  References:
+    Yu et al., `Vector-quantized Image Modeling with Improved VQGAN
+    <https://arxiv.org/abs/2110.04627>`_, 2021.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from dgmjax.losses import vq
+    >>> print(vq.l2_normalize(jnp.array([[3.0, 4.0], [0.0, 0.0]])))
+    [[0.6 0.8]
+     [0.  0. ]]
+  """
+  _checks.check_floating("x", x)
+  _checks.check_min_rank("x", x, 1)
+  _checks.check_positive("eps", eps)
+  x = _upcast(x)
+  sq = jnp.sum(x * x, axis=-1, keepdims=True)
+  return x * jax.lax.rsqrt(jnp.maximum(sq, eps))
+
+
+def cosine_quantize(
+    z: ArrayLike,
+    codebook: ArrayLike,
+    *,
+    precision: PrecisionLike = _HIGHEST,
+) -> tuple[Array, Array]:
+  """Factorized-code lookup: nearest l2-normalised code to the normalised input.
+
+  ``k* = argmin_k ‖ẑ − ê_k‖² = argmax_k ẑ·ê_k`` with ``ẑ = z/‖z‖`` and
+  ``ê_k = e_k/‖e_k‖``; returns ``(ê_{k*}, k*)``. On the unit sphere the
+  Euclidean and cosine nearest codes coincide. ViT-VQGAN applies it to a
+  low-dimensional linear projection of the encoder output (e.g. 768 → 32
+  channels), which improves codebook usage; the projection is a layer (see
+  :class:`dgmjax.nn.quantizers.FactorizedQuantizer`).
+
+  The deterministic posterior of Lecture 7, slide "Deterministic variational
+  posterior", on the sphere.
+
+  Args:
+    z: Low-dimensional encoder outputs, shape ``(..., D)``, floating.
+    codebook: Codes, shape ``(K, D)`` (normalised here), floating.
+    precision: See :func:`squared_distances`.
+
+  Returns:
+    ``(z_q, indices)``: float32 unit-norm codes of shape ``z.shape`` and
+    int32 indices of shape ``z.shape[:-1]``.
+
+  References:
+    Yu et al., `Vector-quantized Image Modeling with Improved VQGAN
+    <https://arxiv.org/abs/2110.04627>`_, 2021, section 3.2.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from dgmjax.losses import vq
+    >>> codebook = jnp.array([[10.0, 0.0], [0.0, 0.1]])
+    >>> z_q, idx = vq.cosine_quantize(jnp.array([[0.2, 0.3], [5.0, 1.0]]), codebook)
+    >>> print(idx)
+    [1 0]
+    >>> print(z_q)
+    [[0. 1.]
+     [1. 0.]]
+  """
+  _check_codebook(codebook)
+  _check_vectors("z", z, jnp.shape(codebook)[1])
+  return quantize(l2_normalize(z), l2_normalize(codebook), precision=precision)
+
+
 # ---------------------------------------------------------------------------
 # Losses (per vector; mean over D).
 # ---------------------------------------------------------------------------
