@@ -6,7 +6,10 @@ One module per idea; import the module and call its functions::
     z_q, idx = vq.quantize(z_e, codebook)
 
 Modules: ``elbo`` (Gaussian KL, likelihoods, IWAE), ``surgery`` (ELBO surgery:
-MI and marginal KL), ``vq`` (vector quantization, EMA codebook, restarts),
+MI and marginal KL), ``vq`` (vector quantization, EMA codebook, restarts,
+the rotation trick, l2-normalised factorized lookup), ``fsq`` (finite scalar
+quantization), ``lfq`` (lookup-free quantization and its entropy penalty),
+``rvq`` (residual VQ and quantizer dropout),
 ``gumbel`` (Gumbel-max, Gumbel-softmax, Concrete), ``schedules`` (temperature
 and KL-weight schedules), ``gan`` (discriminator/generator losses, JSD),
 ``density_ratio`` (the density-ratio trick, AVB), ``divergences`` (KL and JSD
@@ -18,8 +21,11 @@ from dgmjax.losses import (
     density_ratio,
     divergences,
     elbo,
+    fsq,
     gan,
     gumbel,
+    lfq,
+    rvq,
     schedules,
     surgery,
     tokens,
@@ -30,8 +36,11 @@ __all__ = [
     "density_ratio",
     "divergences",
     "elbo",
+    "fsq",
     "gan",
     "gumbel",
+    "lfq",
+    "rvq",
     "schedules",
     "surgery",
     "tokens",

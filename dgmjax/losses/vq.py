@@ -8,6 +8,9 @@ gradient of the reconstruction term is copied from ``z_q`` to ``z_e``
 (straight-through). Two codebook learning rules are provided: the codebook
 loss ``‖sg[z_e] − e‖²`` (optimised by gradient descent) and the exponential
 moving average (EMA) of cluster statistics from the paper's appendix A.1.
+Beyond the lecture: the rotation trick (:func:`rotation_trick`, Fifty et al.
+2024), an alternative to the straight-through gradient, and the
+l2-normalised lookup of ViT-VQGAN's factorized codes (:func:`cosine_quantize`).
 
 Conventions used throughout the module:
 
