@@ -32,7 +32,7 @@ import time
 
 import numpy as np
 
-from train import dvae, harness
+from train import dvae
 
 
 def _parse_value(text: str):
@@ -59,7 +59,7 @@ def run_one(estimator: str, seed: int, args) -> dict:
   if args.fresh and os.path.exists(workdir):
     shutil.rmtree(workdir)
   t0 = time.time()
-  summary = harness.train_and_evaluate(config, workdir, dvae.make_task)
+  summary = dvae.train_and_evaluate(config, workdir)
   wall = time.time() - t0
   evals = []
   with open(os.path.join(workdir, "metrics.jsonl")) as f:

@@ -13,7 +13,7 @@ import argparse
 import statistics
 import tempfile
 
-from train import harness, vqvae
+from train import vqvae
 
 VARIANTS = {
     "codebook loss (no restart)": dict(codebook="loss"),
@@ -36,7 +36,7 @@ def main():
       config.update(dict(num_steps=args.steps, seed=seed, quiet=True,
                          checkpoint_every=args.steps, log_every=100, **over))
       with tempfile.TemporaryDirectory() as wd:
-        runs.append(harness.train_and_evaluate(config, wd, vqvae.make_task))
+        runs.append(vqvae.train_and_evaluate(config, wd))
     k = runs[0]["num_codes"]
 
     def agg(key, scale=1.0, runs=runs):
