@@ -4,12 +4,11 @@ Properties: a short ring run learns (its samples' law approaches the ring's)
 and writes its figures and pictures; the evaluation's high-quality fraction
 equals the report's mode-coverage figure (same latents); resuming both
 players from a checkpoint equals the uninterrupted run bitwise; the
-shard_map step with an axis name equals the single-device step; simultaneous updates differ from
+data-sharded step equals the single-device step; simultaneous updates differ from
 alternating ones only in which discriminator the generator sees; bad configs
 fail naming the key.
 """
 
-import functools
 import json
 import math
 import os
@@ -19,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import PartitionSpec as P
+from tests_support import steps_two_ways
 
 from dgmjax.data import BatchLoader
 from dgmjax.errors import ConfigError
@@ -130,30 +129,18 @@ def test_ring_run_learns_writes_figures_and_resumes_exactly(tmp_path):
     {"n_critic": 2, "pack": 2, "generator_loss": "minimax"},
     {**TINY_DIGITS, "pack": 2, "simultaneous": True, "real_label": 0.9},
 ], ids=["ring-ncritic2-pack2-minimax", "digits-pack2-simultaneous"])
-def test_shard_map_step_equals_single_device(over):
+def test_sharded_step_equals_single_device(over):
   config = tiny_config(**over)
   task, train, _, _, example = _task_state_and_example(config)
   transform = None if gan.is_toy(config) else harness.image_transform("symmetric")
   loader = BatchLoader(train, batch_size=config.batch_size, seed=0, transform=transform)
   batches = [loader.next_numpy() for _ in range(2)]
-  key = jax.random.key(0)
-  mesh = harness.make_mesh()
-  assert mesh.size == 8
-  # (The harness's jit-sharded step has global semantics like the single-device
-  # one; the end-to-end runs use it. Here: the per-device code path.)
-  single = jax.jit(task.train_step)
-  smap = jax.jit(jax.shard_map(functools.partial(task.train_step, axis_name="data"), mesh=mesh,
-                               in_specs=(P(), P("data")), out_specs=(P(), P())))
-  s0 = jax.jit(task.init)(key, example)
-  s1 = sm = s0
-  for b in batches:
-    s1, m1 = single(s1, b)
-    sm, mm = smap(sm, b)
+  s0, (s1, m1), (s8, m8) = steps_two_ways(task, batches, example)
   tol = dict(rtol=1e-4, atol=1e-5)
   for player in ("gen", "disc"):
-    _assert_trees_close(s1[player].params, sm[player].params, **tol)
+    _assert_trees_close(s1[player].params, s8[player].params, **tol)
   for k in m1:  # global means, not per-device ones
-    np.testing.assert_allclose(float(m1[k]), float(mm[k]), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(float(m1[k]), float(m8[k]), rtol=1e-4, atol=1e-6)
   if config.generator_loss == "minimax":
     assert float(m1["train/g_loss"]) < 0  # log(1 − D(G(z)))
   else:

@@ -1,12 +1,10 @@
 """The shared training harness, exercised through the VQ-VAE trainer.
 
-Properties: data-parallel sharded step == single-device step == shard_map step
-with an axis name; kill -9 and resume == uninterrupted; SIGTERM saves; the NaN
+Properties: data-parallel sharded step == single-device step; kill -9 and resume == uninterrupted; SIGTERM saves; the NaN
 guard names the step and leaves the last checkpoint readable; bad configs fail
 with one clear line; two processes == one process.
 """
 
-import functools
 import json
 import os
 import signal
@@ -18,9 +16,7 @@ import time
 import jax
 import numpy as np
 import pytest
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
-from tests_support import TINY_VQVAE, tiny_vqvae_config
+from tests_support import TINY_VQVAE, steps_two_ways, tiny_vqvae_config
 
 from dgmjax.errors import CheckpointError, ConfigError, NonFiniteError
 from train import harness, vqvae
@@ -90,40 +86,20 @@ def _assert_trees_close(a, b, rtol=2e-5, atol=2e-6):
 
 
 @pytest.mark.parametrize("codebook", ["ema", "loss"])
-def test_sharded_step_equals_single_device_and_shard_map(codebook):
+def test_sharded_step_equals_single_device(codebook):
   config = tiny_config(codebook=codebook)
   # Two steps: reductions in a different order differ in the last bits, and
   # Adam turns sign flips of near-zero gradients into lr-sized steps, so
   # longer runs drift apart by float noise alone. A missing cross-device
   # reduction shows up at once as differences of order lr (2e-3).
   task, batches, example = _task_and_batches(config, 2)
-  key = jax.random.key(0)
-
-  single = jax.jit(task.train_step)
-  s1 = jax.jit(task.init)(key, example)
-  mesh = harness.make_mesh()
-  assert mesh.size == 8
-  sharded = harness.compile_train_step(task, mesh)
-  s8 = jax.device_put(jax.jit(task.init)(key, example), NamedSharding(mesh, P()))
-  smap = jax.jit(jax.shard_map(
-      functools.partial(task.train_step, axis_name="data"), mesh=mesh,
-      in_specs=(P(), P("data")), out_specs=(P(), P())))
-  sm = jax.jit(task.init)(key, example)
-  m1 = m8 = mm = None
-  for b in batches:
-    s1, m1 = single(s1, b)
-    s8, m8 = sharded(s8, {k: jax.device_put(v, NamedSharding(mesh, P("data"))) for k, v in b.items()})
-    sm, mm = smap(sm, b)
+  s0, (s1, m1), (s8, m8) = steps_two_ways(task, batches, example)
   tol = dict(rtol=1e-4, atol=1e-5)
   _assert_trees_close(s1.params, s8.params, **tol)
-  _assert_trees_close(s1.params, sm.params, **tol)
   _assert_trees_close(s1.extra, s8.extra)
-  _assert_trees_close(s1.extra, sm.extra)
   for k in m1:  # metrics are global: perplexity from the global histogram
     np.testing.assert_allclose(float(m1[k]), float(m8[k]), rtol=1e-4)
-    np.testing.assert_allclose(float(m1[k]), float(mm[k]), rtol=1e-4)
   # The step did something: parameters moved by about lr.
-  s0 = jax.jit(task.init)(key, example)
   moved = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
               for a, b in zip(jax.tree.leaves(s0.params), jax.tree.leaves(s1.params), strict=True))
   assert moved > 1e-3

@@ -46,9 +46,13 @@ def test_wrong_images_fail_before_compiling():
   config = tiny_vqvae_config()
   with pytest.raises(ConfigError, match="multiples of 4"):
     vqvae.make_task(config, harness.DataInfo((30, 30, 1), 10, 10))
-  task = vqvae.make_task(config, harness.DataInfo((28, 28, 1), 10, 10))
   with pytest.raises(ConfigError, match=r"\(B, 28, 28, 1\)"):
-    task.check_batch({"image": np.zeros((4, 28, 28, 3), np.float32)})
+    harness.check_example({"image": np.zeros((4, 28, 28, 3), np.float32)},
+                          harness.DataInfo((28, 28, 1), 10, 10))
+  for key, bad in (("beta", -1.0), ("code_dim", 0), ("channels", (0, 0)),
+                   ("beta", float("nan"))):
+    with pytest.raises(ConfigError, match=f"config.{key} must be"):
+      vqvae.make_task(tiny_vqvae_config(**{key: bad}), harness.DataInfo((28, 28, 1), 10, 10))
   with pytest.raises(ConfigError, match="pixel_format"):
     vqvae.make_task(tiny_vqvae_config(pixel_format="binary_dynamic"),
                     harness.DataInfo((28, 28, 1), 10, 10))

@@ -1,7 +1,5 @@
 """Small configs and step drivers shared by several test files."""
 
-import functools
-
 import jax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -22,13 +20,13 @@ def tiny_vqvae_config(**over):
   return c
 
 
-def steps_three_ways(task, batches, example, key=None):
-  """Run ``batches`` through a task's step on three layouts of 8 devices.
+def steps_two_ways(task, batches, example, key=None):
+  """Run ``batches`` through a task's step on one device and sharded over 8.
 
-  The single-device ``jit`` step, the harness's data-sharded ``jit`` step and
-  a ``shard_map`` step with ``axis_name="data"``, all from the same initial
-  state. Returns ``(s0, (s1, m1), (s8, m8), (sm, mm))``: the initial state,
-  then the final state and last metrics of each layout.
+  The single-device ``jit`` step and the harness's data-sharded ``jit`` step
+  (the batch split over a 1-D mesh of 8 fake devices, the state replicated),
+  from the same initial state. Returns ``(s0, (s1, m1), (s8, m8))``: the
+  initial state, then the final state and last metrics of each layout.
   """
   key = jax.random.key(0) if key is None else key
   mesh = harness.make_mesh()
@@ -36,15 +34,10 @@ def steps_three_ways(task, batches, example, key=None):
   init = jax.jit(task.init)
   single = jax.jit(task.train_step)
   sharded = harness.compile_train_step(task, mesh)
-  smap = jax.jit(jax.shard_map(
-      functools.partial(task.train_step, axis_name="data"), mesh=mesh,
-      in_specs=(P(), P("data")), out_specs=(P(), P())))
-  s0 = init(key, example)
-  s1, sm = init(key, example), init(key, example)
+  s0, s1 = init(key, example), init(key, example)
   s8 = jax.device_put(init(key, example), NamedSharding(mesh, P()))
   data = NamedSharding(mesh, P("data"))
   for b in batches:
     s1, m1 = single(s1, b)
     s8, m8 = sharded(s8, {k: jax.device_put(v, data) for k, v in b.items()})
-    sm, mm = smap(sm, b)
-  return s0, (s1, m1), (s8, m8), (sm, mm)
+  return s0, (s1, m1), (s8, m8)

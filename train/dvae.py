@@ -41,27 +41,23 @@ Evaluation (``summary.json``):
 
 from __future__ import annotations
 
-import dataclasses
-import math
-from typing import Any
-
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
 
+from dgmjax import plots
 from dgmjax.errors import ConfigError
+from dgmjax.eval import codes
+from dgmjax.images import side_by_side
 from dgmjax.losses import elbo as elbo_lib
 from dgmjax.losses import gumbel, schedules
+from dgmjax.models.dvae import LIKELIHOODS, MODELS, DiscreteVAE, make_discrete_vae
 from dgmjax.nn import dvae as dvae_nn
-from dgmjax.parallel import as_local, mean_over
 from train import harness
 from train.state import create_train_state, step_key
 
-MODELS = ("categorical", "dvae")
-LIKELIHOODS = ("bernoulli", "logit_laplace")
 PRIORS = ("uniform", "learned")
 TEMPERATURES = ("jang", "exponential", "cosine", "constant")
 # Streams of randomness folded into the run's key, apart from training steps
@@ -118,173 +114,47 @@ def get_config() -> ml_collections.ConfigDict:
   return c
 
 
-# ----------------------------------------------------------------------------
-# The model as pure functions of the parameters
-# ----------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class DiscreteVAE:
-  """Encoder, decoder and the terms of the ELBO, as pure functions of params.
-
-  ``latent_shape`` is ``(N, K)`` for the categorical VAE and ``(h, w, K)``
-  for the dVAE; the last axis holds the classes.
-  """
-
-  encoder: nn.Module
-  decoder: nn.Module
-  image_shape: tuple[int, int, int]
-  latent_shape: tuple[int, ...]
-  likelihood: str = "bernoulli"
-  learned_prior: bool = False
-  pixel_eps: float = 0.1
-  min_log_scale: float = 0.0
-
-  def _log_scale(self, raw: jax.Array) -> jax.Array:
-    # Smooth floor: ≈ raw above the floor, → floor below it, gradient never 0.
-    return self.min_log_scale + jax.nn.softplus(raw - self.min_log_scale)
-
-  @property
-  def num_vars(self) -> int:
-    return math.prod(self.latent_shape[:-1])
-
-  @property
-  def num_classes(self) -> int:
-    return self.latent_shape[-1]
-
-  def init(self, key: jax.Array, x: jax.Array) -> dict:
-    k_enc, k_dec = jax.random.split(key)
-    codes = jnp.zeros((x.shape[0], *self.latent_shape), jnp.float32)
-    params = {"encoder": self.encoder.init(k_enc, x),
-              "decoder": self.decoder.init(k_dec, codes)}
-    if self.learned_prior:
-      params["prior"] = jnp.zeros(self.latent_shape, jnp.float32)
-    return params
-
-  def logits(self, params, x: jax.Array) -> jax.Array:
-    return self.encoder.apply(params["encoder"], x)
-
-  def prior_logits(self, params) -> jax.Array:
-    if self.learned_prior:
-      return params["prior"]
-    return jnp.zeros(self.latent_shape, jnp.float32)
-
-  def log_likelihood(self, params, codes: jax.Array, x: jax.Array) -> jax.Array:
-    """log p(x|ĉ) per example, summed over pixels."""
-    out = self.decoder.apply(params["decoder"], codes)
-    if self.likelihood == "bernoulli":
-      return elbo_lib.bernoulli_log_likelihood(out, x, event_ndims=3)
-    c = self.image_shape[-1]
-    x_mapped = elbo_lib.map_pixels(x, eps=self.pixel_eps)
-    return elbo_lib.logit_laplace_log_likelihood(
-        x_mapped, out[..., :c], self._log_scale(out[..., c:]), event_ndims=3)
-
-  def kl(self, params, logits: jax.Array) -> jax.Array:
-    """KL(q(c|x) || p(c)) per example, summed over the latent variables."""
-    if self.learned_prior:
-      prior = jnp.broadcast_to(self.prior_logits(params), logits.shape)
-      per_var = gumbel.categorical_kl(logits, prior)
-    else:
-      per_var = gumbel.categorical_kl_uniform(logits)
-    return jnp.sum(per_var.reshape(per_var.shape[0], -1), axis=1)
-
-  def log_prior(self, params, codes: jax.Array) -> jax.Array:
-    """log p(c) of one-hot codes, per example."""
-    n = len(self.latent_shape) - 1
-    return dvae_nn.codes_log_prob(codes, self.prior_logits(params), event_ndims=n)
-
-  def log_posterior(self, codes: jax.Array, logits: jax.Array) -> jax.Array:
-    """log q(c|x) of one-hot codes, per example."""
-    return dvae_nn.codes_log_prob(codes, logits, event_ndims=len(self.latent_shape) - 1)
-
-  def mean_image(self, params, codes: jax.Array) -> jax.Array:
-    """The decoder's mean pixels in [0, 1] (for pictures)."""
-    out = self.decoder.apply(params["decoder"], codes)
-    if self.likelihood == "bernoulli":
-      return jax.nn.sigmoid(out)
-    c = self.image_shape[-1]
-    return elbo_lib.unmap_pixels(jax.nn.sigmoid(out[..., :c]), eps=self.pixel_eps)
-
-  def iwae_bound(self, params, x: jax.Array, key: jax.Array, *, num_samples: int,
-                 chunk_size: int) -> jax.Array:
-    """L_k per example with k hard proposals c_j ~ q(c|x) (a bound on log p(x))."""
-    logits = self.logits(params, x)
-    b = x.shape[0]
-
-    def log_weights(chunk_key, n):
-      codes = dvae_nn.hard_codes(chunk_key, jnp.broadcast_to(logits, (n, *logits.shape)))
-      flat = codes.reshape(n * b, *self.latent_shape)
-      xs = jnp.broadcast_to(x, (n, *x.shape)).reshape(n * b, *x.shape[1:])
-      ll = self.log_likelihood(params, flat, xs).reshape(n, b)
-      lp = self.log_prior(params, codes.reshape(n * b, *self.latent_shape)).reshape(n, b)
-      lq = self.log_posterior(codes, logits[None])
-      return elbo_lib.iwae_log_weights(ll, lp, lq)
-
-    return elbo_lib.chunked_iwae_bound(log_weights, key, num_samples,
-                                       chunk_size=chunk_size)
-
-
 def build_model(config, image_shape: tuple[int, int, int]) -> DiscreteVAE:
   """The :class:`DiscreteVAE` a config describes (validated)."""
-  _validate(config, image_shape)
-  h, w, c = image_shape
-  out_c = c if config.likelihood == "bernoulli" else 2 * c
-  if config.model == "categorical":
-    latent = (config.num_vars, config.num_classes)
-    enc = dvae_nn.MLPEncoder(config.num_vars, config.num_classes, tuple(config.hidden))
-    dec = dvae_nn.MLPDecoder((h, w, out_c), tuple(reversed(config.hidden)))
-  else:
-    latent = (h // 4, w // 4, config.num_codes)
-    enc = dvae_nn.ConvCodeEncoder(config.num_codes, tuple(config.channels),
-                                  config.num_res_blocks, config.res_hidden)
-    dec = dvae_nn.ConvCodeDecoder(config.num_codes, config.code_dim,
-                                  tuple(reversed(config.channels)),
-                                  config.num_res_blocks, config.res_hidden, out_c)
-  return DiscreteVAE(enc, dec, tuple(image_shape), latent, config.likelihood,
-                     config.prior == "learned", float(config.pixel_eps),
-                     float(config.min_log_scale))
+  validate(config, image_shape)
+  return make_discrete_vae(
+      model=config.model, image_shape=tuple(image_shape), likelihood=config.likelihood,
+      learned_prior=config.prior == "learned", num_vars=config.num_vars,
+      num_classes=config.num_classes, hidden=tuple(config.hidden), num_codes=config.num_codes,
+      code_dim=config.code_dim, channels=tuple(config.channels),
+      num_res_blocks=config.num_res_blocks, res_hidden=config.res_hidden,
+      pixel_eps=config.pixel_eps, min_log_scale=config.min_log_scale)
 
 
-# ----------------------------------------------------------------------------
-# Config checks and schedules
-# ----------------------------------------------------------------------------
-def _need(cond: bool, key: str, what: str, value: Any) -> None:
-  if not cond:
-    raise ConfigError(f"config.{key} must be {what}, got {value!r}.")
-
-
-def _validate(config, image_shape) -> None:
-  def one_of(key, options):
-    _need(config[key] in options, key, f"one of {options}", config[key])
-
-  one_of("model", MODELS)
-  one_of("estimator", dvae_nn.ESTIMATORS)
-  one_of("likelihood", LIKELIHOODS)
-  one_of("prior", PRIORS)
-  one_of("temperature", TEMPERATURES)
+def validate(config, image_shape) -> None:
+  need = harness.config_check(config)
+  for key, options in (("model", MODELS), ("estimator", dvae_nn.ESTIMATORS),
+                       ("likelihood", LIKELIHOODS), ("prior", PRIORS),
+                       ("temperature", TEMPERATURES)):
+    need(config[key] in options, key, f"one of {options}")
   if config.likelihood == "bernoulli":
-    _need(config.pixel_format in ("binary_dynamic", "binary_static"), "pixel_format",
-          "'binary_dynamic' or 'binary_static' for the Bernoulli likelihood "
-          "(use likelihood='logit_laplace' for grey pixels)", config.pixel_format)
+    need(config.pixel_format in ("binary_dynamic", "binary_static"), "pixel_format",
+         "'binary_dynamic' or 'binary_static' for the Bernoulli likelihood "
+         "(use likelihood='logit_laplace' for grey pixels)")
   else:
-    _need(config.pixel_format == "unit", "pixel_format",
-          "'unit' for the logit-Laplace likelihood", config.pixel_format)
-    _need(0.0 < config.pixel_eps < 0.5, "pixel_eps", "in (0, 0.5)", config.pixel_eps)
-    _need(math.isfinite(config.min_log_scale), "min_log_scale", "finite",
-          config.min_log_scale)
+    need(config.pixel_format == "unit", "pixel_format", "'unit' for the logit-Laplace likelihood")
+    need(0.0 < config.pixel_eps < 0.5, "pixel_eps", "in (0, 0.5)")
+    need(harness.is_finite(config.min_log_scale), "min_log_scale", "finite")
   for key in ("num_vars", "code_dim", "num_res_blocks", "res_hidden", "iwae_chunk"):
-    _need(isinstance(config[key], int) and config[key] >= 1, key, "an int >= 1", config[key])
+    need(harness.is_int(config[key], 1), key, "an int >= 1")
   for key in ("num_classes", "num_codes"):
-    _need(isinstance(config[key], int) and config[key] >= 2, key, "an int >= 2", config[key])
+    need(harness.is_int(config[key], 2), key, "an int >= 2")
   for key in ("iwae_samples", "kl_warmup_steps"):
-    _need(isinstance(config[key], int) and config[key] >= 0, key, "an int >= 0", config[key])
+    need(harness.is_int(config[key], 0), key, "an int >= 0")
   for key in ("hidden", "channels"):
-    _need(len(config[key]) >= 1 and all(isinstance(v, int) and v >= 1 for v in config[key]),
-          key, "a non-empty tuple of ints >= 1", config[key])
-  _need(config.kl_weight >= 0, "kl_weight", ">= 0", config.kl_weight)
+    need(len(config[key]) >= 1 and all(harness.is_int(v, 1) for v in config[key]),
+         key, "a non-empty tuple of ints >= 1")
+  need(harness.is_finite(config.kl_weight) and config.kl_weight >= 0, "kl_weight",
+       "a finite number >= 0")
   h, w, _ = image_shape
   if config.model == "dvae":
-    _need(h % 4 == 0 and w % 4 == 0, "model",
-          f"'categorical' for images whose sides are not multiples of 4 ({image_shape})",
-          config.model)
+    need(h % 4 == 0 and w % 4 == 0, "model",
+         f"'categorical' for images whose sides are not multiples of 4 ({image_shape})")
 
 
 def temperature_schedule(config) -> schedules.Schedule:
@@ -303,7 +173,8 @@ def temperature_schedule(config) -> schedules.Schedule:
       return schedules.cosine_temperature_schedule(
           init=float(config.temperature_init), final=float(config.temperature_final),
           decay_steps=config.anneal_steps)
-    _need(config.temperature_init > 0, "temperature_init", "> 0", config.temperature_init)
+    harness.config_check(config)(harness.is_finite(config.temperature_init)
+                                 and config.temperature_init > 0, "temperature_init", "> 0")
     tau = float(config.temperature_init)
     return lambda step: jnp.full(jnp.shape(step), tau, jnp.float32)
   except (ValueError, TypeError) as e:
@@ -322,15 +193,9 @@ def kl_weight_schedule(config) -> schedules.Schedule:
                                  warmup_steps=config.kl_warmup_steps)
 
 
-def example_keys(key: jax.Array, batch_size: int, axis_name: str | None = None) -> jax.Array:
-  """One key per example, a function of its *global* index in the batch.
-
-  Under ``shard_map``/``pmap`` each device holds ``batch_size`` examples of the
-  global batch; folding in the global index gives every example the same
-  noise as in a single-device run of the same global batch.
-  """
-  offset = 0 if axis_name is None else jax.lax.axis_index(axis_name) * batch_size
-  return jax.vmap(lambda i: jax.random.fold_in(key, i))(offset + jnp.arange(batch_size))
+def example_keys(key: jax.Array, batch_size: int) -> jax.Array:
+  """One key per example, a function of its index in the batch."""
+  return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(batch_size))
 
 
 # ----------------------------------------------------------------------------
@@ -341,79 +206,57 @@ def make_task(config, info: harness.DataInfo) -> harness.Task:
   tau_fn = temperature_schedule(config)
   beta_fn = kl_weight_schedule(config)
   tx = optax.adam(config.learning_rate)
-  h, w, c = info.image_shape
   sample = jax.vmap(lambda k, lg, t: dvae_nn.sample_codes(
       k, lg, estimator=config.estimator, temperature=t), in_axes=(0, 0, None))
-
-  def check_batch(batch):
-    x = batch["image"]
-    if x.ndim != 4 or x.shape[1:] != tuple(info.image_shape):
-      raise ConfigError(f"images must have shape (B, {h}, {w}, {c}), got {x.shape}.")
 
   def init(key, batch):
     k_model, k_state = jax.random.split(key)
     params = model.init(k_model, jnp.asarray(batch["image"], jnp.float32))
     return create_train_state(params, tx, k_state)
 
-  def train_step(state, batch, axis_name=None):
+  def train_step(state, batch):
     x = batch["image"]
-    keys = example_keys(step_key(state), x.shape[0], axis_name)
-    tau = tau_fn(state.step)
-    beta = beta_fn(state.step)
+    keys = example_keys(step_key(state), x.shape[0])
+    tau, beta = tau_fn(state.step), beta_fn(state.step)
 
     def loss_fn(params):
       logits = model.logits(params, x)
-      codes = sample(keys, logits, tau)
-      ll = model.log_likelihood(params, codes, x)
+      ll = model.log_likelihood(params, sample(keys, logits, tau), x)
       kl = model.kl(params, logits)
-      loss = -jnp.mean(elbo_lib.elbo(ll, kl, beta=beta))
-      return loss, (ll, kl, logits)
+      return -jnp.mean(elbo_lib.elbo(ll, kl, beta=beta)), (ll, kl, logits)
 
-    (loss, (ll, kl, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        as_local(state.params, axis_name))
+    (loss, (ll, kl, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     q = jax.nn.softmax(logits, axis=-1)
-    stats = {
-        "train/loss": loss,
-        # The relaxed or straight-through sample's −ELBO, not the discrete
-        # model's (that is test/neg_elbo with hard codes).
-        "train/neg_elbo": jnp.mean(kl - ll),
-        "train/recon": -jnp.mean(ll),
-        "train/kl": jnp.mean(kl),
-        # How confident q is: mean max probability over variables.
-        "train/q_max": jnp.mean(jnp.max(q, axis=-1)),
-    }
-    grads, stats = mean_over((grads, stats), axis_name)
-    stats["train/temperature"] = tau
-    stats["train/kl_weight"] = beta
+    # train/neg_elbo is the relaxed or straight-through sample's, not the
+    # discrete model's (that is test/neg_elbo with hard codes).
+    stats = {"train/loss": loss, "train/neg_elbo": jnp.mean(kl - ll),
+             "train/recon": -jnp.mean(ll), "train/kl": jnp.mean(kl),
+             "train/q_max": jnp.mean(jnp.max(q, axis=-1)),  # how confident q is
+             "train/temperature": tau, "train/kl_weight": beta}
     return state.apply_gradients(grads=grads), stats
 
   def eval_step(state, batch):
     x = batch["image"]
     keys = example_keys(jax.random.fold_in(state.rng, _EVAL_STREAM), x.shape[0])
     logits = model.logits(state.params, x)
-    codes = jax.vmap(dvae_nn.hard_codes)(keys, logits)
-    ll = model.log_likelihood(state.params, codes, x)
+    ll = model.log_likelihood(state.params, jax.vmap(dvae_nn.hard_codes)(keys, logits), x)
     kl = model.kl(state.params, logits)
     # Diagnostic only: the decoder on relaxed samples at the last training τ
-    # with the categorical KL, i.e. the Gumbel-softmax training objective.
-    # It is not a bound on the discrete model's log-likelihood.
+    # (the Gumbel-softmax objective); not a bound on the discrete model.
     tau = tau_fn(jnp.maximum(state.step - 1, 0))
     soft_keys = example_keys(jax.random.fold_in(state.rng, _RELAXED_STREAM), x.shape[0])
     soft = jax.vmap(lambda k, lg: gumbel.gumbel_softmax_sample(k, lg, temperature=tau))(
         soft_keys, logits)
     ll_soft = model.log_likelihood(state.params, soft, x)
-    return {"neg_elbo": kl - ll, "recon": -ll, "kl": kl, "neg_elbo_relaxed": kl - ll_soft}
+    return {"neg_elbo": kl - ll, "recon": -ll, "kl": kl, "neg_elbo_relaxed": kl - ll_soft,
+            "code_counts": codes.variable_histograms(jnp.argmax(logits, -1), model.num_classes)}
 
   def iwae_step(state, batch):
-    key = jax.random.fold_in(state.rng, _IWAE_STREAM)
-    bound = model.iwae_bound(state.params, batch["image"], key,
+    bound = model.iwae_bound(state.params, batch["image"],
+                             jax.random.fold_in(state.rng, _IWAE_STREAM),
                              num_samples=config.iwae_samples,
                              chunk_size=min(config.iwae_chunk, config.iwae_samples))
     return {"neg_iwae": -bound}
-
-  @jax.jit
-  def mode_codes(params, x):
-    return jnp.argmax(model.logits(params, x), axis=-1)
 
   @jax.jit
   def pictures(state, x):
@@ -424,98 +267,30 @@ def make_task(config, info: harness.DataInfo) -> harness.Task:
     return rec, model.mean_image(state.params, dvae_nn.hard_codes(key, prior))
 
   def images(state, batch):
-    from train.images import side_by_side
-
     x = np.asarray(batch["image"])
     rec, samples = pictures(state, x)
-    return {"reconstructions": side_by_side(x, np.asarray(rec)),
-            "samples": np.asarray(samples)}
-
-  def encode_all(params, images_):
-    return np.concatenate([np.asarray(mode_codes(params, images_[i : i + 500]))
-                           for i in range(0, len(images_), 500)])
+    return {"reconstructions": side_by_side(x, np.asarray(rec)), "samples": np.asarray(samples)}
 
   def report(state, ctx: harness.Context):
-    ds = ctx.info.dataset
-    out: dict[str, Any] = {"model": config.model, "estimator": config.estimator,
-                           "train/temperature_final": float(tau_fn(state.step - 1))}
-    # Same keys as the harness's test arrays, so the compiled evaluator is reused.
-    test = harness.formatted({"image": ds.test_images, "label": ds.test_labels},
-                             config.pixel_format, "test")
-    train = harness.formatted({"image": ds.train_images, "label": ds.train_labels},
-                              config.pixel_format, "train")
-    tr = ctx.evaluate(state, train)
-    out.update({f"train_set/{k}": v for k, v in tr.items()})
-    te = ctx.evaluate(state, test)
-    out["overfit_gap"] = te["neg_elbo"] - tr["neg_elbo"]
+    elbo = ctx.results["elbo"]
+    counts = elbo["test"]["code_counts"] * ctx.info.num_test
+    out = {"model": config.model, "estimator": config.estimator,
+           "train/temperature_final": float(tau_fn(state.step - 1)),
+           "overfit_gap": elbo["test"]["neg_elbo"] - elbo["train"]["neg_elbo"],
+           **codes.usage_summary(counts)}
     if config.iwae_samples:
-      ndev = jax.device_count()
-      bs = min(config.eval_batch_size, -(-len(test["image"]) // ndev) * ndev)
-      iwae_eval = harness.make_evaluator(
-          harness.Task(init=init, train_step=train_step, eval_step=iwae_step), ctx.mesh, bs)
-      out["test/neg_iwae"] = iwae_eval(state, test)["neg_iwae"]
       out["iwae_samples"] = config.iwae_samples
-    counts = code_counts(encode_all(state.params, test["image"]), model.num_classes)
-    out.update(usage_summary(counts))
-    if ctx.is_main:
-      _save_usage(counts, f"{ctx.workdir}/images/code_usage.png")
+    ctx.image("code_usage", plots.usage_heatmap(
+        counts, title=f"q(c|x) modes on the test split: perplexity "
+        f"{out['test/code_perplexity']:.2f} of {model.num_classes} per variable",
+        xlabel="code" if config.model == "dvae" else "class"))
     return out
 
-  return harness.Task(init=init, train_step=train_step, eval_step=eval_step,
-                      images=images, report=report, check_batch=check_batch)
-
-
-# ----------------------------------------------------------------------------
-# Code usage
-# ----------------------------------------------------------------------------
-def code_counts(indices: np.ndarray, num_classes: int) -> np.ndarray:
-  """(N, *variables) code indices -> (num_variables, K) counts per variable."""
-  flat = np.asarray(indices).reshape(len(indices), -1)
-  counts = np.zeros((flat.shape[1], num_classes), np.int64)
-  for v in range(flat.shape[1]):
-    counts[v] = np.bincount(flat[:, v], minlength=num_classes)
-  return counts
-
-
-def _perplexity(counts: np.ndarray) -> np.ndarray:
-  p = counts / np.maximum(counts.sum(-1, keepdims=True), 1)
-  with np.errstate(divide="ignore", invalid="ignore"):
-    ent = -np.sum(np.where(p > 0, p * np.log(p), 0.0), axis=-1)
-  return np.exp(ent)
-
-
-def usage_summary(counts: np.ndarray) -> dict:
-  """Per-variable and pooled usage of the classes by the modes of q(c|x).
-
-  ``code_perplexity``: mean over variables of exp(entropy of the variable's
-  class histogram) — K if every class is used equally, 1 if the variable is
-  constant (unused). ``codes_used``: fraction of (variable, class) pairs used
-  at least once. ``codebook_*``: the same for the histogram pooled over
-  variables (the dVAE's shared codebook).
-  """
-  per_var = _perplexity(counts)
-  pooled = counts.sum(0)
-  out = {
-      "test/code_perplexity": float(per_var.mean()),
-      "test/codes_used": float((counts > 0).mean()),
-      "test/constant_variables": int((per_var < 1.0 + 1e-6).sum()),
-      "test/codebook_perplexity": float(_perplexity(pooled)),
-      "test/codebook_used": float((pooled > 0).mean()),
-  }
-  if counts.shape[0] <= 64:
-    out["test/code_perplexity_per_variable"] = [round(float(v), 3) for v in per_var]
-  return out
-
-
-def _save_usage(counts: np.ndarray, path: str) -> None:
-  """A heat map, one row per latent variable, one column per class."""
-  from train.images import save_png
-
-  p = counts / np.maximum(counts.sum(-1, keepdims=True), 1)
-  scale = max(1, 256 // max(counts.shape))
-  img = (255 * (1.0 - p / max(p.max(), 1e-12))).astype(np.uint8)
-  img = np.repeat(np.repeat(img, scale, 0), scale, 1)
-  save_png(np.stack([img, img, np.full_like(img, 255)], -1), path)
+  evals = {"elbo": harness.Eval(eval_step, splits=("test", "train"), during_training=True)}
+  if config.iwae_samples:
+    evals["iwae"] = harness.Eval(iwae_step)
+  return harness.Task(init=init, train_step=train_step, evals=evals, images=images,
+                      report=report)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -523,5 +298,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   return harness.train_and_evaluate(config, workdir, make_task)
 
 
-if __name__ == "__main__":
+def main() -> None:
+  """``python -m train.dvae`` / ``dgmjax-dvae``."""
   harness.run_cli("dvae", get_config, make_task)
+
+
+if __name__ == "__main__":
+  main()

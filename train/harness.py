@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import signal
 import sys
@@ -31,10 +32,10 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from dgmjax import data as dgdata
+from dgmjax import images as imglib
 from dgmjax.errors import CheckpointError, ConfigError, NonFiniteError, UserError  # noqa: F401
 from train import checkpoints as ckptlib
 from train import cli
-from train import images as imglib
 from train import workdir as workdir_lib
 
 PyTree = Any
@@ -85,6 +86,47 @@ def is_int(value: Any, lo: int) -> bool:
   return isinstance(value, int) and not isinstance(value, bool) and value >= lo
 
 
+def is_finite(value: Any) -> bool:
+  """A real number (int or float, not a bool) that is neither NaN nor ±inf."""
+  return (isinstance(value, (int, float)) and not isinstance(value, bool)
+          and math.isfinite(value))
+
+
+def check_config(
+    config: ml_collections.ConfigDict,
+    *,
+    choices: Mapping[str, tuple] | None = None,
+    ints: Mapping[str, int] | None = None,
+    int_tuples: tuple[str, ...] = (),
+    ranges: Mapping[str, str] | None = None,
+) -> None:
+  """Validate many keys at once, each failure one :class:`ConfigError` naming its key.
+
+  Args:
+    config: the config.
+    choices: ``{key: allowed values}``.
+    ints: ``{key: lo}``: an int (not a bool) >= lo.
+    int_tuples: keys that must be non-empty tuples of ints >= 1 (layer widths).
+    ranges: ``{key: interval}`` with intervals written like ``"(0, 1]"`` or
+      ``"[0, inf)"``: a finite number (NaN and ±inf are refused) inside it.
+  """
+  need = config_check(config)
+  for key, options in (choices or {}).items():
+    need(config[key] in options, key, f"one of {tuple(options)}")
+  for key, lo in (ints or {}).items():
+    need(is_int(config[key], lo), key, f"an int >= {lo}")
+  for key in int_tuples:
+    v = config[key]
+    need(isinstance(v, (tuple, list)) and len(v) >= 1 and all(is_int(h, 1) for h in v), key,
+         "a non-empty tuple of ints >= 1")
+  for key, interval in (ranges or {}).items():
+    lo, hi = (float(t) for t in interval[1:-1].split(","))
+    v = config[key]
+    ok = is_finite(v) and (v > lo if interval[0] == "(" else v >= lo) and (
+        v < hi if interval[-1] == ")" else v <= hi)
+    need(ok, key, f"a finite number in {interval}")
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Reject bad values with a message that names the key."""
   need = config_check(config)
@@ -115,41 +157,125 @@ class DataInfo:
 
 
 @dataclasses.dataclass(frozen=True)
+class Eval:
+  """One named evaluation: a per-example function run over whole splits.
+
+  Attributes:
+    step: ``(state, batch) -> {name: per-example values (B, ...)}``, jitted
+      by the harness over the data mesh. ``batch["index"]`` holds each
+      example's position in its split: fold it into a key
+      (:func:`dgmjax.eval.example_keys`) and the results do not depend on the
+      batch size or the number of devices.
+    splits: the splits it runs on, ``"test"`` and/or ``"train"``; each
+      split is seen in its fixed evaluation format (:func:`formatted`).
+    gather: False: the mean over the split's examples (padding masked out)
+      of every value, a scalar or a vector (e.g. a code histogram); these
+      reach ``summary.json`` as ``test/<name>`` / ``train_set/<name>``.
+      True: every example's values, concatenated in split order, for a
+      report that needs the whole split at once (e.g. ELBO surgery).
+    during_training: also run on the test split every ``eval_every`` steps
+      and logged as ``test/<name>`` (mean evaluations only).
+  """
+
+  step: Callable[[PyTree, Mapping[str, jax.Array]], dict]
+  splits: tuple[str, ...] = ("test",)
+  gather: bool = False
+  during_training: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
 class Task:
   """The parts of a trainer that differ between models.
 
   Attributes:
     init: ``(key, example_batch) -> state``; the state is any PyTree.
     train_step: pure ``(state, batch) -> (state, metrics)``; metrics are
-      scalars (global means). Randomness comes from the state.
-    eval_step: ``(state, batch) -> {name: per-example values (B,)}``; averaged
-      over the test split (padding masked out) and logged as ``test/<name>``.
+      scalars (global means under ``jit`` with a sharded batch). Randomness
+      comes from the state.
+    evals: named :class:`Eval` s, run once over their splits at the end.
     images: ``(state, batch) -> {name: (N, H, W, C) in [0, 1]}`` or
-      ``{name: ready uint8 grid}``; saved as PNG and to TensorBoard.
-    report: ``(state, context) -> dict`` extra figures for ``summary.json``
-      (may also write files under ``context.workdir``).
-    check_batch: called once on a host batch before compiling anything, to
-      turn wrong shapes into a clear error.
+      ``{name: ready uint8 picture}`` on a fixed batch of test examples;
+      written every ``image_every`` steps and at the end.
+    report: ``(state, ctx) -> dict``: post-processing of ``ctx.results``
+      into extra ``summary.json`` figures; pictures and files go through
+      ``ctx.image`` / ``ctx.write_text`` so they reach TensorBoard too.
   """
 
   init: Callable[[jax.Array, Mapping[str, np.ndarray]], PyTree]
   train_step: Callable[[PyTree, Mapping[str, jax.Array]], tuple[PyTree, dict]]
-  eval_step: Callable[[PyTree, Mapping[str, jax.Array]], dict] | None = None
+  evals: Mapping[str, Eval] = dataclasses.field(default_factory=dict)
   images: Callable[[PyTree, Mapping[str, jax.Array]], dict] | None = None
   report: Callable[[PyTree, "Context"], dict] | None = None
-  check_batch: Callable[[Mapping[str, np.ndarray]], None] | None = None
+
+
+#: summary.json prefix of each split's mean evaluations ("train/" is taken by
+#: the training metrics).
+SPLIT_PREFIX = {"test": "test", "train": "train_set"}
 
 
 @dataclasses.dataclass
 class Context:
-  """Handles a task's ``report`` may use."""
+  """What a task's ``report`` is handed.
+
+  ``results[eval_name][split]`` holds each :class:`Eval` 's output: a dict
+  of means, or of whole per-example NumPy arrays for ``gather=True``.
+  """
 
   config: ml_collections.ConfigDict
   workdir: str
   info: DataInfo
-  mesh: jax.sharding.Mesh
   is_main: bool
-  evaluate: Callable[[PyTree, Mapping[str, np.ndarray]], dict]
+  step: int
+  results: dict[str, dict[str, dict[str, Any]]]
+  writer: "Writer"
+
+  def image(self, name: str, picture: np.ndarray) -> None:
+    """Write a uint8 picture as ``images/<name>.png`` and to TensorBoard."""
+    self.writer.images(self.step, {name: picture}, final=True)
+
+  def write_text(self, name: str, text: str) -> None:
+    """Write ``<workdir>/<name>`` (process 0 only)."""
+    if self.is_main:
+      with open(os.path.join(self.workdir, name), "w") as f:
+        f.write(text)
+
+  def history(self, *keys: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Logged ``(steps, values)`` of each key over the whole run (resumes included)."""
+    return read_history(os.path.join(self.workdir, "metrics.jsonl"), keys)
+
+  def frames(self, name: str) -> list[np.ndarray]:
+    """The pictures ``images`` wrote under ``name`` during training, in step order."""
+    return self.writer.frames(name)
+
+
+def read_history(path: str, keys) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """``{key: (steps, values)}`` from a ``metrics.jsonl``; keys never logged are left out."""
+  rows = []
+  if os.path.exists(path):
+    with open(path) as f:
+      for ln in f:
+        try:
+          rows.append(json.loads(ln))
+        except json.JSONDecodeError:  # a line cut by SIGKILL
+          pass
+  out = {}
+  for key in keys:
+    pts = [(r["step"], r[key]) for r in rows if key in r]
+    if pts:
+      steps, vals = zip(*pts, strict=True)
+      out[key] = (np.asarray(steps, np.float64), np.asarray(vals, np.float64))
+  return out
+
+
+def check_example(example: Mapping[str, np.ndarray], info: DataInfo) -> None:
+  """A batch of images must be (B, *info.image_shape): one error before anything compiles."""
+  x = example.get("image")
+  if x is None or not info.image_shape:
+    return
+  want = (None, *info.image_shape)
+  if x.ndim != len(want) or tuple(x.shape[1:]) != tuple(info.image_shape):
+    raise ConfigError(f"images must have shape (B, {', '.join(map(str, info.image_shape))}), "
+                      f"got {x.shape}.")
 
 
 # ----------------------------------------------------------------------------
@@ -218,31 +344,61 @@ def compile_train_step(task: Task, mesh) -> Callable:
   )
 
 
-def make_evaluator(task: Task, mesh, batch_size: int) -> Callable:
-  """``(state, arrays) -> {name: mean over all examples}`` for a whole split."""
+def make_evaluator(step: Callable, mesh, batch_size: int, *, gather: bool = False) -> Callable:
+  """``(state, arrays) -> {name: value}`` for a whole split, in fixed-size batches.
+
+  ``gather=False``: the mean over all examples of each per-example value
+  (scalars or vectors), padding masked out. ``gather=True``: each value for
+  every example, concatenated in order, as NumPy.
+  """
   repl, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
 
   def masked_sums(state, batch, mask):
-    per_example = task.eval_step(state, batch)
-    return {k: jnp.sum(jnp.asarray(v, jnp.float32) * mask) for k, v in per_example.items()}
+    out = {}
+    for k, v in step(state, batch).items():
+      v = jnp.asarray(v, jnp.float32)
+      out[k] = jnp.sum(v * mask.reshape(mask.shape + (1,) * (v.ndim - 1)), axis=0)
+    return out
 
-  step = jax.jit(masked_sums, in_shardings=(repl, data, data), out_shardings=repl)
+  # Outputs replicated: with several processes every host sees the whole split.
+  compiled = jax.jit(step if gather else masked_sums,
+                     in_shardings=(repl, data) if gather else (repl, data, data),
+                     out_shardings=repl)
 
   def evaluate(state, arrays):
-    totals, count = {}, 0.0
+    # Each example's position in its split, so a step can fold it into its
+    # key: results then do not depend on the batch size or device count.
+    n = len(next(iter(arrays.values())))
+    arrays = {"index": np.arange(n, dtype=np.int32), **arrays}
+    totals, parts, count = {}, [], 0.0
     nproc, pi = jax.process_count(), jax.process_index()
-    per = batch_size // nproc
-    for batch, mask in dgdata.padded_batches(arrays, batch_size):
+    ndev = jax.device_count()
+    # A split smaller than one batch is padded only up to the device count.
+    bs = min(batch_size, -(-n // ndev) * ndev)
+    per = bs // nproc
+    for batch, mask in dgdata.padded_batches(arrays, bs):
       local = {k: v[pi * per : (pi + 1) * per] for k, v in batch.items()}
       local["_mask"] = mask[pi * per : (pi + 1) * per]
-      g = dgdata.put_batch(local, data, batch_size)
-      sums = step(state, {k: v for k, v in g.items() if k != "_mask"}, g["_mask"])
-      for k, v in sums.items():
+      g = dgdata.put_batch(local, data, bs)
+      inputs = {k: v for k, v in g.items() if k != "_mask"}
+      real = int(mask.sum())
+      if gather:
+        parts.append({k: np.asarray(v)[:real] for k, v in jax.device_get(compiled(state, inputs)).items()})
+        continue
+      for k, v in compiled(state, inputs, g["_mask"]).items():
         totals[k] = totals.get(k, 0.0) + v
-      count += float(mask.sum())
-    return {k: float(v) / count for k, v in jax.device_get(totals).items()}
+      count += real
+    if gather:
+      return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return {k: (float(v) if np.ndim(v) == 0 else np.asarray(v, np.float64)) / count
+            for k, v in jax.device_get(totals).items()}
 
   return evaluate
+
+
+def _summary_values(means: Mapping[str, Any]) -> dict:
+  """JSON-ready means: floats stay floats, vectors become lists."""
+  return {k: (v if np.ndim(v) == 0 else [float(x) for x in np.ravel(v)]) for k, v in means.items()}
 
 
 # ----------------------------------------------------------------------------
@@ -311,13 +467,31 @@ class Writer:
     if self._bar is not None:
       self._bar.update(n)
 
-  def images(self, step: int, grids: Mapping[str, np.ndarray]) -> None:
+  def images(self, step: int, grids: Mapping[str, np.ndarray], *, final: bool = False) -> None:
+    """PNGs under ``images/`` and TensorBoard images.
+
+    Training pictures are kept per step (``<name>_<step>.png``, plus
+    ``<name>_latest.png``); a ``final`` picture of the report is
+    ``<name>.png``.
+    """
     if not self.enabled or self._tb is None:
       return
     for name, grid in grids.items():
-      imglib.save_png(grid, os.path.join(self.workdir, "images", f"{name}_{step:07d}.png"))
-      imglib.save_png(grid, os.path.join(self.workdir, "images", f"{name}_latest.png"))
+      if final:
+        imglib.save_png(grid, os.path.join(self.workdir, "images", f"{name}.png"))
+      else:
+        imglib.save_png(grid, os.path.join(self.workdir, "images", f"{name}_{step:07d}.png"))
+        imglib.save_png(grid, os.path.join(self.workdir, "images", f"{name}_latest.png"))
       self._tb.add_image(name, grid, step, dataformats="HWC")
+
+  def frames(self, name: str) -> list[np.ndarray]:
+    """Every per-step picture written under ``name`` (this run and the runs it resumed)."""
+    import glob
+
+    from PIL import Image
+
+    paths = sorted(glob.glob(os.path.join(self.workdir, "images", f"{name}_[0-9]*.png")))
+    return [np.asarray(Image.open(p).convert("RGB")) for p in paths]
 
   def message(self, text: str) -> None:
     if not self.enabled:
@@ -440,16 +614,36 @@ def train_and_evaluate(
       train_arrays, batch_size=config.batch_size, seed=config.seed,
       sharding=data_sharding, transform=transform,
   )
-  if transform is not None:
-    test_f = formatted(test_arrays, config.pixel_format)
-  else:
-    test_f = dict(test_arrays)
+  raw_splits = {"train": train_arrays, "test": test_arrays}
+  split_cache: dict[str, dict] = {}
+
+  def split_data(split: str) -> dict:
+    """A whole split as every evaluation sees it, formatted once."""
+    if split not in split_cache:
+      arrays = raw_splits[split]
+      split_cache[split] = (formatted(arrays, config.pixel_format, split)
+                            if transform is not None else dict(arrays))
+    return split_cache[split]
+
+  test_f = split_data("test")
   n_ex = min(config.batch_size, len(next(iter(test_f.values()))))
   example = {k: v[:n_ex] for k, v in test_f.items()}
-  if task.check_batch is not None:
-    task.check_batch(example)  # before anything compiles
-  eval_bs = min(config.eval_batch_size, -(-len(next(iter(test_f.values()))) // jax.device_count()) * jax.device_count())
-  evaluate = make_evaluator(task, mesh, eval_bs) if task.eval_step else None
+  check_example(example, info)  # before anything compiles
+  for name, ev in task.evals.items():
+    unknown = set(ev.splits) - set(SPLIT_PREFIX)
+    if unknown:
+      raise ValueError(f"Eval {name!r} asks for unknown splits {sorted(unknown)}.")
+  evaluators = {name: make_evaluator(ev.step, mesh, config.eval_batch_size, gather=ev.gather)
+                for name, ev in task.evals.items()}
+  periodic = [name for name, ev in task.evals.items() if ev.during_training and not ev.gather]
+
+  def evaluate(state) -> dict:
+    """The periodic evaluations' scalar means on the test split, as ``test/<name>``."""
+    out = {}
+    for name in periodic:
+      out.update({f"test/{k}": v for k, v in evaluators[name](state, test_f).items()
+                  if np.ndim(v) == 0})
+    return out
   # Evenly spaced over the split, so pictures show every class of a sorted set.
   n_test = len(next(iter(test_f.values())))
   pick = np.linspace(0, n_test - 1, min(config.num_images, n_test)).astype(int)
@@ -486,19 +680,30 @@ def train_and_evaluate(
     perf = {}
     if not config.eval_only and start < config.num_steps:
       perf = _loop(config, task, mesh, state_holder := [state], loader, ckpt, writer,
-                   start, evaluate, test_f, image_batch)
+                   start, evaluate if periodic else None, image_batch)
       state = state_holder[0]
       if is_main:  # kept even if the run dies during the final evaluation
         workdir_lib.save_perf(workdir, perf)
     ckpt.wait()
 
     summary = {"step": int(max(start, config.num_steps if not config.eval_only else start))}
-    if evaluate is not None:
-      summary.update({f"test/{k}": v for k, v in evaluate(state, test_f).items()})
+    results: dict[str, dict[str, dict]] = {}
+    for name, ev in task.evals.items():
+      for split in ev.splits:
+        out = evaluators[name](state, split_data(split))
+        results.setdefault(name, {})[split] = out
+        if ev.gather:
+          continue
+        for k, v in out.items():
+          key = f"{SPLIT_PREFIX[split]}/{k}"
+          if key in summary:
+            raise ValueError(f"two evaluations both report {key!r}; rename one of the values.")
+          if np.ndim(v) == 0:
+            summary[key] = v
     if task.images is not None:
       writer.images(summary["step"], _to_grids(task.images(state, image_batch)))
     if task.report is not None:
-      ctx = Context(config, workdir, info, mesh, is_main, evaluate)
+      ctx = Context(config, workdir, info, is_main, summary["step"], results, writer)
       summary.update(task.report(state, ctx))
     if not perf:  # a rerun of a finished run keeps the original run's speed figures
       perf = workdir_lib.previous_perf(workdir)
@@ -520,7 +725,7 @@ def train_and_evaluate(
     ckpt.close()
 
 
-def _loop(config, task, mesh, holder, loader, ckpt, writer, start, evaluate, test_f, image_batch):
+def _loop(config, task, mesh, holder, loader, ckpt, writer, start, evaluate, image_batch):
   step_fn = compile_train_step(task, mesh)
   state = holder[0]
   buffer: list[tuple[int, dict]] = []
@@ -572,7 +777,7 @@ def _loop(config, task, mesh, holder, loader, ckpt, writer, start, evaluate, tes
         flush(done)
       if config.eval_every and done % config.eval_every == 0 and evaluate is not None:
         flush(done)
-        writer.scalars(done, {f"test/{k}": v for k, v in evaluate(state, test_f).items()})
+        writer.scalars(done, evaluate(state))
         window_t = time.perf_counter()  # steps/s counts training only
       if config.image_every and done % config.image_every == 0 and task.images is not None:
         flush(done)

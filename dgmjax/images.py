@@ -1,4 +1,4 @@
-"""Image grids for PNG files and TensorBoard."""
+"""Image grids (arrays → one picture) and PNG files, for trainers, benches and notebooks."""
 
 from __future__ import annotations
 
