@@ -121,7 +121,15 @@ def guarded(fn: Callable[[], object], workdir: str) -> int:
 def _drop_orbax_errors(record) -> bool:
   import logging as pylogging
 
-  return not (record.levelno >= pylogging.ERROR and "orbax" in (record.pathname or ""))
+  if record.levelno < pylogging.ERROR:
+    return True
+  try:
+    text = record.getMessage()
+  except Exception:  # noqa: BLE001
+    text = ""
+  # Orbax's own error logs, and asyncio's "Task exception was never
+  # retrieved" for its failed write coroutines.
+  return "orbax" not in (record.pathname or "") and "orbax" not in text
 
 
 def run_cli(name: str, get_config: Callable[[], ml_collections.ConfigDict],
