@@ -1,5 +1,6 @@
 """Tests for dgmjax.losses.gan: BCE identities, GAN optimality, numerics."""
 
+import functools
 import math
 
 import jax
@@ -15,6 +16,7 @@ from dgmjax.losses.gan import (
     generator_loss_minimax,
     generator_loss_non_saturating,
     jsd_estimate,
+    r1_penalty,
 )
 
 d_loss_j = jax.jit(discriminator_loss)
@@ -287,6 +289,79 @@ def test_shard_map_with_axis_name_equals_single_device():
       )
   )(real, fake)
   assert np.ptp(np.asarray(local)) > 1e-3
+
+
+# ---------------------------------------------------------------------------
+# R1 penalty.
+
+
+def _tiny_disc(params, x):
+  """A per-example MLP discriminator on (B, 3, 2) inputs, logits (B,)."""
+  h = jnp.tanh(x.reshape(x.shape[0], -1) @ params["w1"] + params["b1"])
+  return h @ params["w2"]
+
+
+def _tiny_params(seed):
+  return {"w1": jnp.asarray(_normal(seed, (6, 5))),
+          "b1": jnp.asarray(_normal(seed + 1, (5,))),
+          "w2": jnp.asarray(_normal(seed + 2, (5,)))}
+
+
+def test_r1_penalty_quadratic_discriminator_closed_form():
+  # l(x) = x^T A x + b.x: grad = (A + A^T) x + b, in float64 NumPy.
+  a = _normal(70, (3, 3))
+  b = _normal(71, (3,))
+  x = _normal(72, (8, 3))
+  gamma = 10.0
+
+  def disc(x):
+    return jnp.einsum("bi,ij,bj->b", x, a, x) + x @ b
+
+  got = jax.jit(lambda x: r1_penalty(disc, x, gamma=gamma))(x)
+  grad = x.astype(np.float64) @ (a + a.T).astype(np.float64) + b
+  np.testing.assert_allclose(got, 0.5 * gamma * np.sum(grad**2, -1), rtol=1e-5)
+  assert got.shape == (8,)
+
+
+def test_r1_penalty_matches_per_example_grad_and_returns_logits():
+  params = _tiny_params(80)
+  x = jnp.asarray(_normal(83, (7, 3, 2)))
+  disc = functools.partial(_tiny_disc, params)
+  penalty, logits = jax.jit(
+      lambda x: r1_penalty(disc, x, gamma=0.5, return_logits=True))(x)
+  # Independent: the gradient of each example on its own (a batch of one).
+  per_example = jax.vmap(jax.grad(lambda xi: disc(xi[None])[0]))(x)
+  want = 0.25 * np.sum(np.asarray(per_example, np.float64) ** 2, axis=(1, 2))
+  np.testing.assert_allclose(penalty, want, rtol=1e-5)
+  np.testing.assert_allclose(logits, disc(x), rtol=1e-6)
+  np.testing.assert_array_equal(r1_penalty(disc, x, gamma=0.0), 0.0)
+
+
+def test_r1_penalty_gradient_wrt_discriminator_params_closed_form():
+  # Linear l(x) = w.x: R1 = gamma/2 ||w||^2 for every x, d/dw = gamma w.
+  w = jnp.asarray(_normal(90, (4,)))
+  x = jnp.asarray(_normal(91, (5, 4)))
+
+  def mean_penalty(w):
+    return jnp.mean(r1_penalty(lambda x: x @ w, x, gamma=3.0))
+
+  value, grad = jax.jit(jax.value_and_grad(mean_penalty))(w)
+  w64 = np.asarray(w, np.float64)
+  np.testing.assert_allclose(value, 1.5 * np.sum(w64**2), rtol=1e-6)
+  np.testing.assert_allclose(grad, 3.0 * w64, rtol=1e-6)
+
+
+def test_r1_penalty_bad_inputs():
+  x = np.zeros((4, 2), np.float32)
+  with pytest.raises(ValueError, match=r"disc_fn\(x\) must return one logit"):
+    r1_penalty(lambda x: x[:, :1], x, gamma=1.0)  # (B, 1), not (B,)
+  for gamma in (-1.0, float("nan"), float("inf")):
+    with pytest.raises(ValueError, match="gamma"):
+      r1_penalty(lambda x: x[:, 0], x, gamma=gamma)
+  with pytest.raises(TypeError, match="gamma"):
+    r1_penalty(lambda x: x[:, 0], x, gamma="1")
+  with pytest.raises(TypeError, match="x must have a floating"):
+    r1_penalty(lambda x: x[:, 0], x.astype(np.int32), gamma=1.0)
 
 
 # ---------------------------------------------------------------------------
