@@ -88,60 +88,62 @@ def _fmt(v, pct=True) -> str:
   return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}{unit}"
 
 
-def plot(curves: dict[str, list[dict]], path: str) -> None:
-  """One panel per setting: KL (analytic solid, T estimate dots) and rel. error."""
-  from PIL import Image, ImageDraw
+def _second_half_median(c: dict) -> float:
+  half = c["step"] > c["step"].max() / 2
+  return float(np.median(rel_error(c["est"][half], c["exact"][half])))
 
-  colors = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189)]
-  w, h, pad, head = 420, 260, 40, 22
-  panels = []
-  for name, runs in curves.items():
-    for kind in ("kl", "err"):
-      img = Image.new("RGB", (w, h), (255, 255, 255))
-      dr = ImageDraw.Draw(img)
-      steps = np.concatenate([c["step"] for c in runs])
-      x1 = float(steps.max())
-      if kind == "kl":
-        ys = np.concatenate([np.r_[c["est"], c["exact"]] for c in runs])
-        y0, y1 = 0.0, float(ys.max()) * 1.1
-        title = f"{name}: KL, analytic (line) vs E_q[T] (dots)"
-      else:
-        errs = np.concatenate([rel_error(c["est"], c["exact"]) for c in runs])
-        y0, y1 = 0.0, float(min(1.0, max(0.3, 1.1 * errs.max())))
-        title = f"{name}: |E_q[T] - KL| / KL (train windows)"
 
-      def pt(x, y, x1=x1, y0=y0, y1=y1):
-        return (pad + x / max(x1, 1e-9) * (w - pad - 10),
-                h - pad - (min(max(y, y0), y1) - y0) / (y1 - y0) * (h - pad - head))
+def plot(curves: dict[str, list[dict]], path: str) -> np.ndarray:
+  """One row per setting: KL (analytic line, T estimate dots) and the relative error.
 
-      dr.rectangle([pad, head, w - 10, h - pad], outline=(0, 0, 0))
-      for frac in (0.0, 0.5, 1.0):
-        yv = y0 + frac * (y1 - y0)
-        _, yy = pt(0, yv)
-        dr.text((2, yy - 6), f"{yv:.2f}" if y1 < 10 else f"{yv:.0f}", fill=(0, 0, 0))
-      dr.text((pad, h - pad + 4), "0", fill=(0, 0, 0))
-      dr.text((w - 60, h - pad + 4), f"{int(x1)} steps", fill=(0, 0, 0))
-      if kind == "err":
-        _, y10 = pt(0, 0.1)
-        dr.line([pad, y10, w - 10, y10], fill=(150, 150, 150))
-        dr.text((w - 70, y10 - 12), "10 %", fill=(120, 120, 120))
-      for i, c in enumerate(runs):
-        col = colors[i % len(colors)]
-        if kind == "kl":
-          dr.line([pt(s, v) for s, v in zip(c["step"], c["exact"], strict=True)], fill=col,
-                  width=2)
-          for s, v in zip(c["step"], c["est"], strict=True):
-            x, y = pt(s, v)
-            dr.ellipse([x - 2, y - 2, x + 2, y + 2], outline=col)
-        else:
-          e = rel_error(c["est"], c["exact"])
-          dr.line([pt(s, v) for s, v in zip(c["step"], e, strict=True)], fill=col, width=2)
-      dr.text((pad, 4), title, fill=(0, 0, 0))
-      panels.append(np.asarray(img))
-  rows = [np.concatenate(panels[i:i + 2], axis=1) for i in range(0, len(panels), 2)]
-  from train.images import save_png
+  Drawn with matplotlib through :func:`dgmjax.plots.figure_to_array`; writes a
+  PNG to ``path`` (when given) and returns the RGB array.
+  """
+  import matplotlib
 
-  save_png(np.concatenate(rows, axis=0), path)
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  from matplotlib.lines import Line2D
+
+  from dgmjax import plots
+  from dgmjax.images import save_png
+
+  colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+  fig, axes = plt.subplots(len(curves), 2, figsize=(11, 3.4 * len(curves)), squeeze=False)
+  for row, (name, runs) in zip(axes, curves.items(), strict=True):
+    med = float(np.mean([_second_half_median(c) for c in runs]))
+    ax_kl, ax_err = row
+    for i, c in enumerate(runs):
+      col = colors[i % len(colors)]
+      ax_kl.plot(c["step"], c["exact"], "-", color=col, lw=1.8)
+      ax_kl.plot(c["step"], c["est"], "o", color=col, ms=3.5, mfc="none")
+      ax_err.plot(c["step"], 100 * rel_error(c["est"], c["exact"]), "-", color=col, lw=1.5,
+                  label=f"seed {i}")
+    handles = [Line2D([], [], color="k", lw=1.8, label="analytic KL(q(z|x) ‖ p(z))"),
+               Line2D([], [], color="k", ls="none", marker="o", mfc="none",
+                      label="E_q[T(x, z)] (AVB estimate)")]
+    handles += [Line2D([], [], color=colors[i % len(colors)], lw=1.8, label=f"seed {i}")
+                for i in range(len(runs))]
+    ax_kl.legend(handles=handles, fontsize=8, loc="best")
+    ax_kl.set(title=f"{name}: mean KL per example, train windows", xlabel="training step",
+              ylabel="KL (nats)")
+    ax_kl.set_ylim(bottom=0)
+    ax_err.axhline(10, color="0.5", ls="--", lw=1, label="10 % target")
+    ax_err.set(title=f"{name}: relative error, median over 2nd half = {100 * med:.1f} %",
+               xlabel="training step", ylabel="|E_q[T] − KL| / KL (%)")
+    top = max(30.0, 110 * max(float(np.max(rel_error(c["est"], c["exact"]))) for c in runs))
+    ax_err.set_ylim(0, min(100.0, top))
+    ax_err.legend(fontsize=8, loc="upper right")
+    for ax in row:
+      ax.grid(alpha=0.3)
+  fig.suptitle("AVB discriminator's KL estimate vs the analytic KL (Gaussian encoder "
+               "trained through T)")
+  fig.tight_layout()
+  img = plots.figure_to_array(fig)
+  plt.close(fig)
+  if path:
+    save_png(img, path)
+  return img
 
 
 def main() -> None:

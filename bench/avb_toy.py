@@ -17,7 +17,8 @@ Figures per run (all on the four test points, i.e. the exact expectation over
 the encoder's samples for AVB, q itself for the VAE), the grid quadrature
 ∫ p(x|z) p(z) dz (exact up to the grid: the reference value), and the ELBO
 estimate (AVB: rec − T, which is *not* a bound). The picture puts the two
-posteriors of seed 0 side by side.
+posteriors of seed 0 side by side (drawn with :mod:`dgmjax.plots` from each
+run's ``posterior_samples.npz``).
 
 Run: ``nice -n 10 python bench/avb_toy.py`` (3 seeds × 2 models of the default
 config; ``--steps``, ``--seeds``, ``--out``). A finished run in ``--out`` is
@@ -67,17 +68,34 @@ def _fmt(values, digits=3) -> str:
   return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
 
 
-def side_by_side_picture(paths: list[str]) -> np.ndarray:
-  from PIL import Image
+def side_by_side_picture(workdirs: dict[str, str], summaries: dict[str, dict],
+                         extent=(-4.0, 4.0, -4.0, 4.0)) -> np.ndarray:
+  """The posteriors of each run (its ``posterior_samples.npz``), one scatter per model.
 
-  panels = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+  Each panel is :func:`dgmjax.plots.posterior_scatter` on the same axes
+  (``extent``), one colour per data point, titled with the model and its grid
+  log p(x); the panels are put side by side.
+  """
+  from dgmjax import plots
+
+  panels = []
+  for name, wd in workdirs.items():
+    with np.load(os.path.join(wd, "posterior_samples.npz")) as f:
+      z, labels = f["z"], f["labels"]  # (n, N, 2), (N,)
+    lab = np.broadcast_to(labels[None, :], z.shape[:2]).reshape(-1)
+    order = np.random.default_rng(0).permutation(len(lab))
+    s = summaries[name]
+    title = (f"{name}\nlog p(x) = {s['test/log_px_grid']:.3f} (grid; optimum "
+             f"{-LOG4:.3f})")
+    panels.append(plots.posterior_scatter(
+        z.reshape(-1, 2)[order], lab[order], extent=extent, title=title,
+        label_names=[f"x = one-hot pixel {i + 1}" for i in range(int(labels.max()) + 1)]))
   h = max(p.shape[0] for p in panels)
-  gap = np.full((h, 10, 3), 255, np.uint8)
   out = []
   for i, p in enumerate(panels):
     out.append(np.pad(p, ((0, h - p.shape[0]), (0, 0), (0, 0)), constant_values=255))
     if i < len(panels) - 1:
-      out.append(gap)
+      out.append(np.full((h, 10, 3), 255, np.uint8))
   return np.concatenate(out, axis=1)
 
 
@@ -139,14 +157,13 @@ def main() -> None:
   if trained:
     print(f"Wall time per run (train + report, shared CPU): {np.mean(trained):.0f}s mean.")
 
-  paths = [os.path.join(args.out, f"{SHORT[name]}_s0", "images", "posteriors.png")
-           for name in MODELS]
-  if all(os.path.exists(q) for q in paths) and args.picture:
-    from train.images import save_png
+  dirs = {name: os.path.join(args.out, f"{SHORT[name]}_s0") for name in MODELS}
+  if args.picture and all(os.path.exists(os.path.join(d, "posterior_samples.npz"))
+                          for d in dirs.values()):
+    from dgmjax.images import save_png
 
-    save_png(side_by_side_picture(paths), args.picture)
+    save_png(side_by_side_picture(dirs, {n: results[n][0] for n in MODELS}), args.picture)
     print(f"\nPicture (left AVB, right VAE, seed 0): {args.picture}")
-
 
 if __name__ == "__main__":
   main()

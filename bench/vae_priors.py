@@ -2,15 +2,18 @@
 
 Lecture 7, slides "ELBO surgery", "Optimal prior", "ELBO with flow-based VAE
 prior". For each prior and seed, ``train.vae`` is trained for the same number
-of steps with the same encoder/decoder, then :func:`train.vae.split_report`
-gives, over the whole train (N=4500) and test (N=500) split: RL, average KL,
-mutual information, marginal KL(q_agg||p), ELBO and the IWAE-k bound. The
-script prints Markdown tables (mean ± std over seeds), the paired per-seed
-difference flow − gaussian, and the two sanity checks (MI ≤ log N,
-avg KL = MI + marginal KL).
+of steps with the same encoder/decoder, and its report
+(:mod:`dgmjax.eval.surgery_report`) gives, over the whole train (N=4500) and
+test (N=500) split: RL, average KL, mutual information, marginal
+KL(q_agg||p), ELBO and the IWAE-k bound. The script prints Markdown tables
+(mean ± std over seeds), the paired per-seed difference flow − gaussian, and
+the two sanity checks (MI ≤ log N, avg KL = MI + marginal KL).
 
 ``--latent2d`` instead trains both priors with a 2-D latent and writes one
-picture with q_agg against each prior's density (rows: gaussian, flow).
+picture with q_agg against each prior's density (rows: gaussian, flow), drawn
+with :func:`dgmjax.plots.density_pair` from each run's ``latent_density.npz``;
+otherwise the picture puts the two priors' sample grids side by side, titled
+with the test IWAE (matplotlib through :func:`dgmjax.plots.figure_to_array`).
 
 Run: ``nice -n 10 python bench/vae_priors.py`` (defaults: 3 seeds × 2 priors
 of the default config; see ``--help``). Work directories go under ``--out``
@@ -150,33 +153,70 @@ def main() -> None:
   if wall:
     print(f"Wall time per run (train + report): {np.mean(wall):.0f}s mean.")
 
-  # Seed 0 of both priors, stacked: samples (or the latent picture).
-  name = "latent_density.png" if args.latent2d else "samples_latest.png"
-  rows = []
-  for prior in results:
-    path = os.path.join(args.out, f"{prior}_d{args.latent_dim}_s0", "images", name)
-    rows.append(_labelled(path, "" if args.latent2d else f"prior={prior}"))
-  width = max(r.shape[1] for r in rows)
-  rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255)
-          for r in rows]
+  # Seed 0 of both priors: the samples side by side, or the latent densities stacked.
+  dirs = {prior: os.path.join(args.out, f"{prior}_d{args.latent_dim}_s0") for prior in results}
+  first = {prior: runs[0] for prior, runs in results.items()}
+  picture = (latent_picture(dirs, first) if args.latent2d
+             else samples_picture(dirs, first, args.iwae_k))
   default = "latent2d_priors.png" if args.latent2d else "samples_priors.png"
   out = args.figure or os.path.join(args.out, default)
-  from train.images import save_png
+  from dgmjax.images import save_png
 
-  save_png(np.concatenate(rows, axis=0 if args.latent2d else 1), out)
+  save_png(picture, out)
   print(f"\nPicture: {out}")
 
 
-def _labelled(path: str, label: str) -> np.ndarray:
-  from PIL import Image, ImageDraw
+def latent_picture(dirs: dict[str, str], summaries: dict[str, dict]) -> np.ndarray:
+  """One :func:`dgmjax.plots.density_pair` row per prior (log q_agg | log p), stacked.
 
-  img = Image.open(path).convert("RGB")
-  if not label:
-    return np.asarray(img)
-  canvas = Image.new("RGB", (img.width + 8, img.height + 20), (255, 255, 255))
-  canvas.paste(img, (4, 18))
-  ImageDraw.Draw(canvas).text((4, 3), label, fill=(0, 0, 0))
-  return np.asarray(canvas)
+  Reads each run's ``latent_density.npz`` (written by ``train.vae`` for a 2-D
+  latent); the title carries the marginal KL(q_agg ‖ p) and the test IWAE.
+  """
+  from dgmjax import plots
+
+  rows = []
+  for prior, wd in dirs.items():
+    with np.load(os.path.join(wd, "latent_density.npz")) as f:
+      log_q, log_p, extent = f["log_q_agg"], f["log_prior"], float(f["extent"])
+    s = summaries[prior]
+    rows.append(plots.density_pair(
+        log_q, log_p, extent,
+        title=f"prior={prior}: KL(q_agg ‖ p) = {s['surgery/train/marginal_kl']:.3f} nats "
+              f"(train), test IWAE-{s['surgery/test/iwae_k']} = {s['surgery/test/iwae']:.2f}"))
+  width = max(r.shape[1] for r in rows)
+  rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255)
+          for r in rows]
+  return np.concatenate(rows, axis=0)
+
+
+def samples_picture(dirs: dict[str, str], summaries: dict[str, dict], iwae_k: int) -> np.ndarray:
+  """The runs' ``samples_latest.png`` grids side by side, titled with prior and test IWAE.
+
+  Drawn with matplotlib (one panel per prior) through
+  :func:`dgmjax.plots.figure_to_array`.
+  """
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  from PIL import Image
+
+  from dgmjax import plots
+
+  fig, axes = plt.subplots(1, len(dirs), figsize=(4.2 * len(dirs), 4.6), squeeze=False)
+  for ax, (prior, wd) in zip(axes[0], dirs.items(), strict=True):
+    grid = np.asarray(Image.open(os.path.join(wd, "images", "samples_latest.png")).convert("RGB"))
+    s = summaries[prior]
+    ax.imshow(grid, interpolation="nearest")
+    ax.set_axis_off()
+    ax.set_title(f"prior = {prior}\ntest IWAE-{iwae_k} = {s['surgery/test/iwae']:.2f} nats, "
+                 f"marginal KL = {s['surgery/test/marginal_kl']:.2f}", fontsize=10)
+  fig.suptitle("decoder means of z ~ p(z), seed 0")
+  fig.tight_layout()
+  img = plots.figure_to_array(fig)
+  plt.close(fig)
+  return img
+
 
 if __name__ == "__main__":
   main()
