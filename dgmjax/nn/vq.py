@@ -69,8 +69,14 @@ class VectorQuantizer(nn.Module):
     decay: EMA decay (0.99).
     eps: Laplace smoothing of EMA counts.
     dead_code_threshold: in training, codes whose EMA count falls below this
-      are re-seeded from current encoder outputs (EMA only; 0 disables).
+      are re-seeded from current encoder outputs (EMA only; 0 disables). The
+      default 1.0 (less than one use per batch) is what the trainer uses; 0.01
+      restarted too late and trained worse.
     cosine: l2-normalise inputs and codes (cosine-similarity codebook).
+    gradient: how the decoder's gradient reaches the encoder: ``"ste"``
+      (straight-through, the identity) or ``"rotation"`` (the rotation trick
+      of Fifty et al. 2024, :func:`dgmjax.losses.vq.rotation_trick`). The
+      forward value and the parameter tree are the same for both.
     axis_name: mapped axis for shard_map/pmap users.
   """
 
@@ -80,8 +86,9 @@ class VectorQuantizer(nn.Module):
   use_ema: bool = True
   decay: float = 0.99
   eps: float = 1e-5
-  dead_code_threshold: float = 0.01
+  dead_code_threshold: float = 1.0
   cosine: bool = False
+  gradient: str = "ste"
   axis_name: str | None = None
 
   def setup(self):
@@ -89,6 +96,8 @@ class VectorQuantizer(nn.Module):
       raise ValueError(f"num_codes must be >= 2, got {self.num_codes}.")
     if not 0.0 < self.decay < 1.0:
       raise ValueError(f"decay must be in (0, 1), got {self.decay}.")
+    if self.gradient not in ("ste", "rotation"):
+      raise ValueError(f"gradient must be 'ste' or 'rotation', got {self.gradient!r}.")
     init = nn.initializers.variance_scaling(1.0, "fan_in", "uniform")
     shape = (self.num_codes, self.code_dim)
     if self.use_ema:
@@ -103,9 +112,21 @@ class VectorQuantizer(nn.Module):
 
   @property
   def codebook(self) -> jax.Array:
-    return self.ema.value.codebook if self.use_ema else self.codebook_param
+    if self.use_ema:
+      return self.ema.value.codebook  # kept unit-norm by the update when cosine
+    # A learned cosine codebook is normalised where it is used, so that the
+    # lookup is a cosine-similarity argmax and z_q lies on the sphere.
+    return _l2_normalize(self.codebook_param) if self.cosine else self.codebook_param
 
-  def __call__(self, z_e: jax.Array, *, train: bool = False) -> VQOutput:
+  def __call__(
+      self, z_e: jax.Array, *, train: bool = False, update: bool | jax.Array = True
+  ) -> VQOutput:
+    """Quantises ``z_e`` (..., D).
+
+    ``update`` (a bool or a traced boolean scalar, e.g. from quantizer
+    dropout) gates the EMA update and restarts of a training call: when it is
+    False the statistics are left unchanged and ``restarted`` is 0.
+    """
     if z_e.shape[-1] != self.code_dim:
       raise ValueError(
           f"z_e must have last dimension code_dim={self.code_dim}, got shape {z_e.shape}."
@@ -130,9 +151,17 @@ class VectorQuantizer(nn.Module):
             threshold=self.dead_code_threshold, axis_name=self.axis_name)
       if self.cosine:
         state = state._replace(codebook=_l2_normalize(state.codebook))
+      if update is not True:
+        old = self.ema.value
+        state = jax.tree.map(lambda new, o: jnp.where(update, new, o), state, old)
+        restarted = jnp.where(update, restarted, 0)
       self.ema.value = state
+    if self.gradient == "rotation":
+      z_out = vq.rotation_trick(z_in, z_q.astype(z_in.dtype))
+    else:
+      z_out = vq.straight_through(z_in, z_q.astype(z_in.dtype))
     return VQOutput(
-        z=vq.straight_through(z_in, z_q.astype(z_in.dtype)),
+        z=z_out,
         z_q=z_q,
         indices=indices,
         loss=loss,
