@@ -532,6 +532,17 @@ def test_bad_inputs():
     dr.kl_estimate(ints)
   with pytest.raises(ValueError, match="logits_on_numerator_samples"):
     dr.kl_estimate(jnp.zeros((0,)))
+  # A list used to fail inside jnp.result_type without naming the argument.
+  with pytest.raises(TypeError,
+                     match="^logits_on_numerator_samples must be an array"):
+    dr.kl_estimate([1.0, 2.0])
+  with pytest.raises(TypeError, match="^logits_p must be an array"):
+    dr.density_ratio_loss([0.0], f)
+  with pytest.raises(TypeError, match="^t_prior must be an array"):
+    dr.avb_discriminator_loss(f, [0.0])
+  for eps in (float("nan"), float("inf")):
+    with pytest.raises(ValueError, match="^eps must be finite"):
+      dr.estimate_moments(jnp.zeros((2, 3)), eps=eps)
   with pytest.raises(TypeError):
     dr.kl_estimate(f, "data")  # axis_name is keyword-only
   with pytest.raises(TypeError, match="t_posterior"):

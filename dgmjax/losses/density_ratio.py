@@ -44,8 +44,10 @@ import math
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from dgmjax import _checks
+from dgmjax.parallel import global_mean
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -59,6 +61,18 @@ def _check_latent_and_scalar(t_name: str, t, z_name: str, z) -> None:
         f"{tuple(jnp.shape(z))[:-1]} (one value per latent vector), got "
         f"{tuple(jnp.shape(t))}."
     )
+
+
+def _bce_label_1_and_0(logits_1, logits_0) -> tuple[jax.Array, jax.Array]:
+  """BCE of logits labelled 1 and of logits labelled 0.
+
+  ``softplus(−T)`` and ``softplus(T)`` through optax's log-sigmoid form, so
+  T = ±1e4 stays finite (a log(D + eps) formulation would cap the loss).
+  """
+  logits_1 = jnp.asarray(logits_1)
+  logits_0 = jnp.asarray(logits_0)
+  return (optax.sigmoid_binary_cross_entropy(logits_1, 1.0),
+          optax.sigmoid_binary_cross_entropy(logits_0, 0.0))
 
 
 # ----------------------------------------------------------------------------
@@ -115,11 +129,7 @@ def density_ratio_loss(
   """
   _checks.check_floating("logits_p", logits_p)
   _checks.check_floating("logits_q", logits_q)
-  logits_p = jnp.asarray(logits_p)
-  logits_q = jnp.asarray(logits_q)
-  # softplus(−T) = −log sigmoid(T) without forming sigmoid, so T = ±1e4 stays
-  # finite (a log(D + eps) formulation would cap the loss instead).
-  return jax.nn.softplus(-logits_p), jax.nn.softplus(logits_q)
+  return _bce_label_1_and_0(logits_p, logits_q)
 
 
 def log_density_ratio(logits: jax.typing.ArrayLike) -> jax.Array:
@@ -203,17 +213,9 @@ def kl_estimate(
   if logits.size == 0:
     raise ValueError(f"{name} must contain at least one sample, got shape "
                      f"{logits.shape}.")
-  # Accumulate in at least float32: a bfloat16 sum or count over a large
-  # batch would lose the estimate's precision.
-  acc = jnp.promote_types(logits.dtype, jnp.float32)
-  total = jnp.sum(logits, dtype=acc)
-  count = jnp.asarray(logits.size, acc)
-  if axis_name is not None:
-    # Sum and count separately so the result is the mean of the concatenated
-    # batch, not a mean of per-device means.
-    total = jax.lax.psum(total, axis_name)
-    count = jax.lax.psum(count, axis_name)
-  return total / count
+  # Sums and counts reduced separately, in at least float32: the mean of the
+  # concatenated batch, not a mean of per-device means.
+  return global_mean(logits, axis_name)
 
 
 # ----------------------------------------------------------------------------
@@ -271,8 +273,7 @@ def avb_discriminator_loss(
   """
   _checks.check_floating("t_posterior", t_posterior)
   _checks.check_floating("t_prior", t_prior)
-  return (jax.nn.softplus(-jnp.asarray(t_posterior)),
-          jax.nn.softplus(jnp.asarray(t_prior)))
+  return _bce_label_1_and_0(t_posterior, t_prior)
 
 
 def avb_kl_term(t_posterior: jax.typing.ArrayLike) -> jax.Array:
