@@ -163,7 +163,7 @@ def test_bernoulli_log_likelihood_binary_matches_scipy():
   logits = RNG.normal(size=(5, 7)) * 3
   x = (RNG.uniform(size=(5, 7)) < 0.5).astype(np.float64)
   want = stats.bernoulli.logpmf(x, special.expit(logits)).sum(-1)
-  got = E.bernoulli_log_likelihood(_f32(logits), _f32(x))
+  got = E.bernoulli_log_likelihood(x=_f32(x), logits=_f32(logits))
   np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
@@ -172,9 +172,9 @@ def test_bernoulli_log_likelihood_continuous_bce():
   x = RNG.uniform(size=(4, 2, 3))
   p = special.expit(logits)
   want = (x * np.log(p) + (1 - x) * np.log1p(-p)).sum((-2, -1))
-  got = E.bernoulli_log_likelihood(_f32(logits), _f32(x), event_ndims=2)
+  got = E.bernoulli_log_likelihood(x=_f32(x), logits=_f32(logits), event_ndims=2)
   np.testing.assert_allclose(got, want, rtol=1e-5)
-  g = jax.grad(lambda ll: E.bernoulli_log_likelihood(ll, _f32(x)).sum())(
+  g = jax.grad(lambda ll: E.bernoulli_log_likelihood(x=_f32(x), logits=ll).sum())(
       _f32(logits)
   )
   np.testing.assert_allclose(g, x - p, rtol=1e-4, atol=1e-6)
@@ -429,7 +429,8 @@ def _cases():
       "log_standard_normal": (E.log_standard_normal, (x,)),
       "gaussian_kl_standard": (E.gaussian_kl_standard, (m, lv)),
       "gaussian_kl": (E.gaussian_kl, (m, lv, x, u)),
-      "bernoulli_log_likelihood": (E.bernoulli_log_likelihood, (x, u)),
+      "bernoulli_log_likelihood": (lambda lg, d: E.bernoulli_log_likelihood(x=d, logits=lg),
+                                   (x, u)),
       "gaussian_log_likelihood": (E.gaussian_log_likelihood, (x, m, lv)),
       "map_pixels": (E.map_pixels, (u,)),
       "unmap_pixels": (E.unmap_pixels, (u,)),
@@ -479,9 +480,9 @@ def test_extreme_log_variances_are_finite():
 def test_extreme_logits_are_exact_and_finite():
   logits = _f32([[1e4, -1e4, 1e4, -1e4]])
   x = _f32([[1.0, 0.0, 0.0, 0.5]])
-  val = E.bernoulli_log_likelihood(logits, x)
+  val = E.bernoulli_log_likelihood(x=x, logits=logits)
   np.testing.assert_allclose(val, [-1e4 - 0.5e4], rtol=1e-6)
-  g = jax.grad(lambda ll: E.bernoulli_log_likelihood(ll, x).sum())(logits)
+  g = jax.grad(lambda ll: E.bernoulli_log_likelihood(x=x, logits=ll).sum())(logits)
   np.testing.assert_allclose(g, [[0.0, 0.0, -1.0, 0.5]], atol=1e-6)
 
 
@@ -527,9 +528,9 @@ def test_bad_inputs_raise():
   with pytest.raises(ValueError, match="log_var_p"):
     E.gaussian_kl(a, a, a, jnp.zeros((3,)))
   with pytest.raises(ValueError, match="x"):
-    E.bernoulli_log_likelihood(a, jnp.zeros((3, 4)))
+    E.bernoulli_log_likelihood(x=jnp.zeros((3, 4)), logits=a)
   with pytest.raises(TypeError, match="x"):
-    E.bernoulli_log_likelihood(a, jnp.zeros((4, 3), jnp.uint8))
+    E.bernoulli_log_likelihood(x=jnp.zeros((4, 3), jnp.uint8), logits=a)
   with pytest.raises(ValueError, match="mean"):
     E.gaussian_log_likelihood(a, jnp.zeros((3,)), a)
   with pytest.raises(ValueError, match="log_var"):
@@ -576,3 +577,19 @@ def test_chunked_iwae_inside_shard_map():
   sharded = jax.shard_map(bound, mesh=mesh, in_specs=P("data"), out_specs=P("data"))
   xs = jax.device_put(x, jax.sharding.NamedSharding(mesh, P("data")))
   np.testing.assert_allclose(jax.jit(sharded)(xs), bound(x), rtol=1e-6)
+
+
+def test_bernoulli_positional_order_is_deprecated_not_silently_swapped():
+  # The old positional order (logits, x) still means what it meant, with a
+  # warning; keywords give the same value, and x/logits swapped would not.
+  rng = np.random.default_rng(3)
+  logits = _f32(rng.normal(size=(5, 6)) * 3)
+  x = _f32(rng.integers(0, 2, size=(5, 6)))
+  with pytest.warns(DeprecationWarning, match="x=..., logits=..."):
+    old = E.bernoulli_log_likelihood(logits, x)
+  new = E.bernoulli_log_likelihood(x=x, logits=logits)
+  np.testing.assert_array_equal(np.asarray(old), np.asarray(new))
+  ref = np.sum(x * -np.logaddexp(0, -logits) + (1 - x) * -np.logaddexp(0, logits), axis=-1)
+  np.testing.assert_allclose(np.asarray(new), ref, rtol=1e-5)
+  with pytest.raises(TypeError, match="x= and logits="):
+    E.bernoulli_log_likelihood(x, logits=logits)

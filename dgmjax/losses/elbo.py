@@ -17,6 +17,7 @@ Every function returns per-example values; the caller reduces over the batch.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Callable
 
 import jax
@@ -230,7 +231,10 @@ def gaussian_kl(
 
 
 def bernoulli_log_likelihood(
-    logits: jax.Array, x: jax.Array, *, event_ndims: int = 1
+    *args: jax.Array,
+    x: jax.Array | None = None,
+    logits: jax.Array | None = None,
+    event_ndims: int = 1,
 ) -> jax.Array:
   """Bernoulli log-likelihood log p(x|z) from decoder logits.
 
@@ -242,9 +246,16 @@ def bernoulli_log_likelihood(
   normalised density on [0, 1]. The reconstruction term of Lecture 7, slide
   "ELBO".
 
+  Call it with keywords, ``bernoulli_log_likelihood(x=x, logits=ℓ)``: data
+  first, like :func:`gaussian_log_likelihood` and
+  :func:`logit_laplace_log_likelihood`. Positional arguments are deprecated:
+  they are still read in the old order ``(logits, x)``, with a
+  ``DeprecationWarning``, because both are same-shaped arrays and a silent
+  swap would give wrong numbers without an error.
+
   Args:
-    logits: decoder logits ℓ, shape ``(..., *event)``.
     x: data in [0, 1] (values are not checked), same shape as ``logits``.
+    logits: decoder logits ℓ, shape ``(..., *event)``.
     event_ndims: number of trailing axes that form one example and are summed.
 
   Returns:
@@ -256,10 +267,20 @@ def bernoulli_log_likelihood(
   Example:
     >>> import jax.numpy as jnp
     >>> jnp.set_printoptions(precision=4)
-    >>> ll = bernoulli_log_likelihood(jnp.zeros((1, 3)), jnp.array([[0., 1., 1.]]))
+    >>> ll = bernoulli_log_likelihood(x=jnp.array([[0., 1., 1.]]), logits=jnp.zeros((1, 3)))
     >>> print(jnp.round(ll, 4))
     [-2.0794]
   """
+  if args:
+    if len(args) != 2 or x is not None or logits is not None:
+      raise TypeError("bernoulli_log_likelihood takes x= and logits= as keywords.")
+    warnings.warn(
+        "bernoulli_log_likelihood(logits, x) with positional arguments is deprecated; "
+        "call bernoulli_log_likelihood(x=..., logits=...) (data first, as in "
+        "gaussian_log_likelihood).", DeprecationWarning, stacklevel=2)
+    logits, x = args
+  if x is None or logits is None:
+    raise TypeError("bernoulli_log_likelihood needs both x= and logits=.")
   _checks.check_floating("logits", logits)
   _checks.check_floating("x", x)
   _checks.check_same_shape(logits=logits, x=x)

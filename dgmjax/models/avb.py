@@ -102,7 +102,7 @@ class AVB:
   def log_likelihood(self, params, z, x):
     """log p(x|z), z (S, B, d), x (B, H, W, C) -> (S, B)."""
     logits = self.decoder.apply(params["decoder"], z)
-    return elbo.bernoulli_log_likelihood(logits, jnp.broadcast_to(x, logits.shape),
+    return elbo.bernoulli_log_likelihood(x=jnp.broadcast_to(x, logits.shape), logits=logits,
                                              event_ndims=3)
 
   def disc_inputs(self, z, mean, std):

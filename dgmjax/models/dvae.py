@@ -74,7 +74,7 @@ class DiscreteVAE:
     """log p(x|ĉ) per example, summed over pixels."""
     out = self.decoder.apply(params["decoder"], codes)
     if self.likelihood == "bernoulli":
-      return elbo.bernoulli_log_likelihood(out, x, event_ndims=3)
+      return elbo.bernoulli_log_likelihood(x=x, logits=out, event_ndims=3)
     c = self.image_shape[-1]
     x_mapped = elbo.map_pixels(x, eps=self.pixel_eps)
     return elbo.logit_laplace_log_likelihood(

@@ -67,7 +67,7 @@ class VAE:
     out = self.decode(params, z)
     x = jnp.broadcast_to(x, out.shape)
     if self.likelihood == "bernoulli":
-      return elbo.bernoulli_log_likelihood(out, x, event_ndims=3)
+      return elbo.bernoulli_log_likelihood(x=x, logits=out, event_ndims=3)
     return elbo.gaussian_log_likelihood(x, out, params["obs_log_var"], event_ndims=3)
 
   def log_prior(self, params, z: jax.Array) -> jax.Array:
