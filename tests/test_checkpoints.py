@@ -245,3 +245,30 @@ def test_bad_values_are_one_config_error(tmp_path, over, key):
   with pytest.raises(ConfigError, match=key) as info:
     harness.train_and_evaluate(tiny_vqvae_config(**over), str(tmp_path), vqvae.make_task)
   assert "\n" not in str(info.value)
+
+
+def test_classifier_cache_is_verified_by_checksum(tmp_path, capsys, monkeypatch):
+  from dgmjax.data import load_digits
+  from dgmjax.metrics import classifier as clf
+
+  xtr, ytr = load_digits("train")[:2]
+  xte, yte = load_digits("test")[:2]
+  xtr, ytr, xte, yte = xtr[:300] / 255.0, ytr[:300], xte[:100] / 255.0, yte[:100]
+  monkeypatch.setenv("DGMJAX_CACHE", str(tmp_path))  # the location is overridable
+  first = clf.load_or_train_classifier(xtr, ytr, xte, yte, steps=5)
+  (cached,) = [p for p in os.listdir(tmp_path) if p.endswith(".msgpack")]
+  path = tmp_path / cached
+  data = bytearray(path.read_bytes())
+  mid = len(data) // 2  # inside the float payload: msgpack still parses, the weights are wrong
+  data[mid:mid + 64] = bytes(b ^ 0x5A for b in data[mid:mid + 64])
+  path.write_bytes(bytes(data))
+  capsys.readouterr()
+  again = clf.load_or_train_classifier(xtr, ytr, xte, yte, steps=5)
+  err = capsys.readouterr().err
+  assert err.startswith("warning:") and "checksum" in err and err.count("\n") == 1
+  assert (tmp_path / (cached + ".damaged")).exists()
+  for a, b in zip(jax.tree.leaves(first.params), jax.tree.leaves(again.params), strict=True):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # retrained, not the damaged weights
+  path.write_bytes(path.read_bytes()[:100])  # truncated
+  clf.load_or_train_classifier(xtr, ytr, xte, yte, steps=5)
+  assert "unusable" in capsys.readouterr().err

@@ -31,6 +31,7 @@ import functools
 import hashlib
 import json
 import os
+import sys
 from typing import Any
 
 import flax.linen as nn
@@ -220,7 +221,9 @@ def load_or_train_classifier(
 
   The cache file is named by a hash of the training images, labels and the
   recipe, so a different dataset (or a changed recipe) never reuses stale
-  weights. A damaged cache file is retrained over.
+  weights. The file's SHA-256 is kept next to it and checked before use: a
+  truncated or damaged cache file is moved aside (``.damaged``) with one
+  warning line and the classifier is trained again.
 
   Args:
     train_images, test_images: (N, H, W, C) float32 in [0, 1].
@@ -245,11 +248,22 @@ def load_or_train_classifier(
   if os.path.exists(path + ".msgpack") and os.path.exists(path + ".json"):
     try:
       with open(path + ".msgpack", "rb") as f:
-        params = serialization.from_bytes(template, f.read())
+        raw = f.read()
       with open(path + ".json") as f:
-        accuracy = float(json.load(f)["test_accuracy"])
-    except Exception:  # noqa: BLE001 - a damaged cache of any kind: train again
+        meta = json.load(f)
+      if hashlib.sha256(raw).hexdigest() != meta.get("sha256"):
+        raise ValueError("its checksum does not match (truncated or damaged)")
+      params = serialization.from_bytes(template, raw)
+      accuracy = float(meta["test_accuracy"])
+    except Exception as e:  # noqa: BLE001 - a damaged cache of any kind: train again, loudly
       params = None
+      aside = f"{path}.msgpack.damaged"
+      try:
+        os.replace(path + ".msgpack", aside)
+      except OSError:
+        aside = path + ".msgpack (left in place)"
+      print(f"warning: the classifier cache {path}.msgpack is unusable ({e}); kept it as "
+            f"{aside} and training the classifier again.", file=sys.stderr, flush=True)
   if params is None:
     params = jax.device_get(train_classifier(train_images, train_labels,
                                              num_classes=num_classes, seed=seed, steps=steps))
@@ -258,11 +272,12 @@ def load_or_train_classifier(
     accuracy = float(np.mean(probs.argmax(-1) == np.asarray(test_labels)))
     os.makedirs(cache_dir, exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp"
+    raw = serialization.to_bytes(params)
     with open(tmp, "wb") as f:  # write-then-rename: readers never see half a file
-      f.write(serialization.to_bytes(params))
+      f.write(raw)
     os.replace(tmp, path + ".msgpack")
-    with open(tmp, "w") as f:
-      json.dump({"test_accuracy": accuracy, **recipe}, f)
+    with open(tmp, "w") as f:  # the checksum is verified before every use
+      json.dump({"test_accuracy": accuracy, "sha256": hashlib.sha256(raw).hexdigest(), **recipe}, f)
     os.replace(tmp, path + ".json")
   return Classifier(params, num_classes, tuple(train_images.shape[1:]), accuracy)
 
