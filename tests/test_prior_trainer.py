@@ -74,3 +74,24 @@ def test_bad_prior_configs_name_the_key(tokenizer_dir, tmp_path):
                    ("width", 30)):
     with pytest.raises(ConfigError, match=f"config.{key} must be"):
       prior.make_task(_tiny_prior(tokenizer_dir, **{key: bad}), info)
+
+
+@pytest.mark.slow  # a dVAE run and a prior: about a minute of compilation
+def test_prior_on_dvae_tokens(tmp_path):
+  from train import dvae
+
+  cfg = dvae.get_config()
+  cfg.update({
+      "model": "dvae", "likelihood": "logit_laplace", "pixel_format": "unit",
+      "num_steps": 10, "log_every": 5, "checkpoint_every": 10, "data_limit": 256,
+      "batch_size": 32, "eval_batch_size": 64, "num_images": 16, "num_codes": 8,
+      "code_dim": 4, "channels": (8, 8), "res_hidden": 8, "iwae_samples": 4,
+      "iwae_chunk": 2, "quiet": True})
+  harness.train_and_evaluate(cfg, str(tmp_path / "dvae"), dvae.make_task)
+  config = _tiny_prior(str(tmp_path / "dvae"), num_steps=20)
+  summary = prior.train_and_evaluate(config, str(tmp_path / "prior"))
+  assert (summary["seq_len"], summary["vocab_size"]) == (49, 8)
+  assert np.isfinite(summary["test/bits_per_token"])
+  tok = prior.load_tokenizer(str(tmp_path / "dvae"))
+  images = np.asarray(tok.decode(np.zeros((2, 49), np.int32)))
+  assert images.shape == (2, 28, 28, 1) and (images >= 0).all() and (images <= 1).all()
