@@ -100,16 +100,15 @@ def plot(curves: dict[str, list[dict]], path: str) -> np.ndarray:
   PNG to ``path`` (when given) and returns the RGB array.
   """
   import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  from matplotlib.figure import Figure
   from matplotlib.lines import Line2D
 
   from dgmjax import plots
   from dgmjax.images import save_png
 
-  colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-  fig, axes = plt.subplots(len(curves), 2, figsize=(11, 3.4 * len(curves)), squeeze=False)
+  colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+  fig = Figure(figsize=(11, 3.4 * len(curves)), dpi=100, layout="constrained")
+  axes = fig.subplots(len(curves), 2, squeeze=False)
   for row, (name, runs) in zip(axes, curves.items(), strict=True):
     med = float(np.mean([_second_half_median(c) for c in runs]))
     ax_kl, ax_err = row
@@ -138,9 +137,7 @@ def plot(curves: dict[str, list[dict]], path: str) -> np.ndarray:
       ax.grid(alpha=0.3)
   fig.suptitle("AVB discriminator's KL estimate vs the analytic KL (Gaussian encoder "
                "trained through T)")
-  fig.tight_layout()
   img = plots.figure_to_array(fig)
-  plt.close(fig)
   if path:
     save_png(img, path)
   return img

@@ -40,6 +40,7 @@ MODELS = {
     "VAE (Gaussian encoder, analytic KL)": dict(encoder="gaussian", kl="analytic"),
 }
 SHORT = {name: ("avb" if "AVB" in name else "vae") for name in MODELS}
+PANEL = {"avb": "AVB, implicit q", "vae": "VAE, Gaussian q"}  # titles of the picture
 LOG4 = float(np.log(4.0))
 
 
@@ -85,7 +86,7 @@ def side_by_side_picture(workdirs: dict[str, str], summaries: dict[str, dict],
     lab = np.broadcast_to(labels[None, :], z.shape[:2]).reshape(-1)
     order = np.random.default_rng(0).permutation(len(lab))
     s = summaries[name]
-    title = (f"{name}\nlog p(x) = {s['test/log_px_grid']:.3f} (grid; optimum "
+    title = (f"{PANEL[SHORT[name]]}: log p(x) = {s['test/log_px_grid']:.3f} (grid; optimum "
              f"{-LOG4:.3f})")
     panels.append(plots.posterior_scatter(
         z.reshape(-1, 2)[order], lab[order], extent=extent, title=title,

@@ -184,9 +184,9 @@ def latent_picture(dirs: dict[str, str], summaries: dict[str, dict]) -> np.ndarr
         title=f"prior={prior}: KL(q_agg ‖ p) = {s['surgery/train/marginal_kl']:.3f} nats "
               f"(train), test IWAE-{s['surgery/test/iwae_k']} = {s['surgery/test/iwae']:.2f}"))
   width = max(r.shape[1] for r in rows)
-  rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255)
+  rows = [np.pad(r, ((0, 12), (0, width - r.shape[1]), (0, 0)), constant_values=255)
           for r in rows]
-  return np.concatenate(rows, axis=0)
+  return np.concatenate(rows, axis=0)[:-12]
 
 
 def samples_picture(dirs: dict[str, str], summaries: dict[str, dict], iwae_k: int) -> np.ndarray:
@@ -195,15 +195,13 @@ def samples_picture(dirs: dict[str, str], summaries: dict[str, dict], iwae_k: in
   Drawn with matplotlib (one panel per prior) through
   :func:`dgmjax.plots.figure_to_array`.
   """
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  from matplotlib.figure import Figure
   from PIL import Image
 
   from dgmjax import plots
 
-  fig, axes = plt.subplots(1, len(dirs), figsize=(4.2 * len(dirs), 4.6), squeeze=False)
+  fig = Figure(figsize=(4.2 * len(dirs), 4.6), dpi=100, layout="constrained")
+  axes = fig.subplots(1, len(dirs), squeeze=False)
   for ax, (prior, wd) in zip(axes[0], dirs.items(), strict=True):
     grid = np.asarray(Image.open(os.path.join(wd, "images", "samples_latest.png")).convert("RGB"))
     s = summaries[prior]
@@ -212,9 +210,7 @@ def samples_picture(dirs: dict[str, str], summaries: dict[str, dict], iwae_k: in
     ax.set_title(f"prior = {prior}\ntest IWAE-{iwae_k} = {s['surgery/test/iwae']:.2f} nats, "
                  f"marginal KL = {s['surgery/test/marginal_kl']:.2f}", fontsize=10)
   fig.suptitle("decoder means of z ~ p(z), seed 0")
-  fig.tight_layout()
   img = plots.figure_to_array(fig)
-  plt.close(fig)
   return img
 
 
