@@ -585,10 +585,10 @@ def gan_nb():
       import numpy as np
       import optax
 
+      from dgmjax import plots
       from dgmjax.data import toy
+      from dgmjax.images import save_png
       from dgmjax.losses import divergences
-      from train.gan import line_plot
-      from train.images import save_png
 
       GRID = jnp.linspace(-12.0, 12.0, 1201 if TINY else 4801)
       DX = float(GRID[1] - GRID[0])
@@ -651,8 +651,11 @@ def gan_nb():
           series[f"min {name}: mu={mu:.2f}, sigma={sigma:.2f}"] = (
               x, np.exp(np.asarray(log_p(jnp.array([mu, math.log(sigma)]), jnp.asarray(x)))))
         path = os.path.join(WORKDIR, f"kl_vs_jsd_a{a:g}.png")
-        save_png(line_plot(series, title=f"best Gaussian under each divergence, a = {a:g}",
-                           xlabel="x", size=(760, 380), widths=(2, 6, 4, 2)), path)
+        styles = {name: {"lw": w} for name, w in zip(series, (2, 6, 4, 2))}
+        styles["data pi"].update(color="k")
+        save_png(plots.line_chart(
+            series, title=f"best Gaussian N(mu, sigma^2) under each divergence, a = {a:g}",
+            xlabel="x", ylabel="density", styles=styles, figsize=(7.6, 3.8)), path)
         display(Image(filename=path))
       '''),
       md('''
@@ -942,7 +945,7 @@ def losses_nb():
 
       def cat_loss_fn(params, x, key, temperature=0.7):
         out, logits = cat_model.apply(params, x, key, temperature)
-        log_lik = elbo.bernoulli_log_likelihood(out, x, event_ndims=3)  # (B,)
+        log_lik = elbo.bernoulli_log_likelihood(x=x, logits=out, event_ndims=3)  # (B,)
         kl = jnp.sum(gumbel.categorical_kl_uniform(logits), axis=-1)  # (B,)
         loss = -jnp.mean(elbo.elbo(log_lik, kl))
         return loss, {"rec": -jnp.mean(log_lik), "kl": jnp.mean(kl)}
