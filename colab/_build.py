@@ -652,7 +652,7 @@ def gan_nb():
               x, np.exp(np.asarray(log_p(jnp.array([mu, math.log(sigma)]), jnp.asarray(x)))))
         path = os.path.join(WORKDIR, f"kl_vs_jsd_a{a:g}.png")
         styles = {name: {"lw": w} for name, w in zip(series, (2, 6, 4, 2))}
-        styles["data pi"].update(color="k")
+        styles["data pi"].update(color="k", zorder=5)  # the data on top of the fits
         save_png(plots.line_chart(
             series, title=f"best Gaussian N(mu, sigma^2) under each divergence, a = {a:g}",
             xlabel="x", ylabel="density", styles=styles, figsize=(7.6, 3.8)), path)
