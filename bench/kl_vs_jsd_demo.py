@@ -126,20 +126,23 @@ def one_mixture(a: float, args) -> tuple[dict, np.ndarray]:
     ends = sorted({(round(r[2], 2), round(r[3], 2), round(r[4], 4)) for r in fits[name][3]})
     print(f"{name}: local minima reached from the {len(starts)} starts (μ, σ, value): {ends}")
 
-  from train.gan import line_plot
+  from dgmjax.plots import line_chart
 
   x = GRID[np.abs(GRID) <= a + 4]
   xj = jnp.asarray(x)
-  ascii_names = {names[0]: "forward KL(pi||p)", names[1]: "reverse KL(p||pi)",
-                 names[2]: "JSD(pi||p)"}  # the bitmap font has no Greek
-  series = {"data pi": (x, np.exp(np.asarray(log_pi(a, xj))))}
+  series = {"data π": (x, np.exp(np.asarray(log_pi(a, xj))))}
   for name, (mu, sigma, _, _) in fits.items():
-    series[f"min {ascii_names[name]}: mu={mu:.2f}, sigma={sigma:.2f}"] = (
+    series[f"min {name}: μ={mu:.2f}, σ={sigma:.2f}"] = (
         x, np.exp(np.asarray(log_p(jnp.array([mu, math.log(sigma)]), xj))))
-  title = (f"data = N(-{a:g}, 0.5^2)/2 + N({a:g}, 0.5^2)/2 and the best Gaussian under each "
-           "divergence")
-  # Decreasing widths keep curves that coincide (two divergences, one fit) visible.
-  return fits, line_plot(series, title=title, xlabel="x", size=(760, 380), widths=(2, 6, 4, 2))
+  # Decreasing widths (the wide ones drawn first, underneath) keep curves that
+  # coincide (two divergences, one fit) visible; the data dashed in black on top.
+  widths = (2.0, 6.0, 4.0, 2.0)
+  styles = {name: {"lw": widths[i]} for i, name in enumerate(series)}
+  styles["data π"].update(color="k", ls="--", zorder=3)
+  title = (f"π = ½N(−{a:g}, 0.5²) + ½N({a:g}, 0.5²) and the best Gaussian N(μ, σ²) under "
+           "each divergence")
+  return fits, line_chart(series, title=title, xlabel="x", ylabel="density", styles=styles,
+                          figsize=(7.6, 3.8), dpi=100)
 
 
 def main(argv=None) -> dict:
@@ -158,7 +161,7 @@ def main(argv=None) -> dict:
   for a in args.separations:
     results[a], pic = one_mixture(a, args)
     panels.append(pic)
-  from train.images import save_png
+  from dgmjax.images import save_png
 
   save_png(np.concatenate(panels, axis=0), args.out)
   print(f"\nwrote {args.out}")
