@@ -413,7 +413,7 @@ def save_gif(frames: Sequence[np.ndarray], path: str, *, duration_ms: int = 600)
   """Write uint8 (H, W, 3) frames as a looping GIF; returns ``path``.
 
   Frames of different sizes are padded (white, bottom and right) to the
-  largest. Folders in ``path`` are created. Like every GIF writer, PIL merges
+  largest; (H, W) frames are grey, float frames are read as [0, 1]. Folders in ``path`` are created. Like every GIF writer, PIL merges
   consecutive identical frames into one longer frame.
 
   Example:
