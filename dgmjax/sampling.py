@@ -312,7 +312,7 @@ def autoregressive_sample(
     >>> from dgmjax.nn.transformer import TokenTransformer
     >>> model = TokenTransformer(vocab_size=8, seq_len=5, num_layers=1,
     ...                          width=16, num_heads=2)
-    >>> params = model.init(jax.random.key(0), jnp.zeros((1, 5), jnp.int32))
+    >>> params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 5), jnp.int32))
     >>> x = autoregressive_sample(jax.random.key(1), model, params,
     ...                           batch_size=3, top_k=2)
     >>> print(x.shape, x.dtype, bool(((x >= 0) & (x < 8)).all()))
@@ -451,8 +451,10 @@ def maskgit_decode(
   _checks.check_integer("tokens", tokens)
   _checks.check_rank("tokens", tokens, 2)
   _checks.check_int_at_least("num_steps", num_steps, 1)
-  _checks.check_positive("confidence_temperature", confidence_temperature,
-                         allow_zero=True)
+  if not (isinstance(confidence_temperature, (int, float))
+          and confidence_temperature >= 0):  # also refuses nan
+    raise ValueError(f"confidence_temperature must be a number >= 0, got "
+                     f"{confidence_temperature!r}.")
   _check_filters(temperature, top_k, top_p)
   tokens = tokens.astype(jnp.int32)
   num_unknown = jnp.sum(tokens == mask_id, axis=1)
@@ -527,7 +529,7 @@ def maskgit_sample(
     >>> from dgmjax.nn.transformer import TokenTransformer
     >>> model = TokenTransformer(vocab_size=8, seq_len=6, num_layers=1,
     ...                          width=16, num_heads=2, causal=False)
-    >>> params = model.init(jax.random.key(0), jnp.zeros((1, 6), jnp.int32))
+    >>> params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 6), jnp.int32))
     >>> x = maskgit_sample(jax.random.key(1), model, params, batch_size=2,
     ...                    num_steps=4)
     >>> print(x.shape, bool(((x >= 0) & (x < 8)).all()))

@@ -359,3 +359,10 @@ def test_maskgit_inpainting_keeps_visible_tokens_and_fills_the_rest():
   assert ((x >= 0) & (x < V)).all()
   with pytest.raises(ValueError, match="causal"):
     sampling.maskgit_sample(jax.random.key(0), *_model_and_params(True), batch_size=1)
+  for bad in (-1.0, float("nan")):
+    with pytest.raises(ValueError, match="confidence_temperature"):
+      sampling.maskgit_decode(jax.random.key(0), _factorised_logits, start[:, :4],
+                              mask_id=model.mask_id, confidence_temperature=bad)
+  with pytest.raises(TypeError, match="num_steps"):
+    sampling.maskgit_decode(jax.random.key(0), _factorised_logits, start[:, :4],
+                            mask_id=model.mask_id, num_steps=2.0)

@@ -162,8 +162,8 @@ class TokenTransformer(nn.Module):
     >>> model = TokenTransformer(vocab_size=16, seq_len=6, num_layers=1,
     ...                          width=16, num_heads=2, num_classes=3)
     >>> tokens = jnp.zeros((2, 6), jnp.int32)
-    >>> params = model.init(jax.random.key(0), tokens, jnp.array([0, 1]))
-    >>> print(model.apply(params, tokens, jnp.array([0, 1])).shape)
+    >>> params = jax.jit(model.init)(jax.random.key(0), tokens, jnp.array([0, 1]))
+    >>> print(jax.jit(model.apply)(params, tokens, jnp.array([0, 1])).shape)
     (2, 6, 16)
     >>> cache = model.init_cache(2)
     >>> logits, cache = model.apply(params, tokens[:, 0], 0, cache,
