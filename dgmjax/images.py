@@ -9,7 +9,15 @@ import numpy as np
 
 
 def make_grid(images: np.ndarray, *, ncol: int | None = None, pad: int = 1) -> np.ndarray:
-  """(N, H, W, C) floats in [0, 1] -> one uint8 (rows·H, cols·W, C) picture."""
+  """(N, H, W, C) floats in [0, 1] -> one uint8 (rows·H, cols·W, C) picture.
+
+  Example:
+    >>> import numpy as np
+    >>> from dgmjax.images import make_grid
+    >>> grid = make_grid(np.zeros((5, 4, 4, 1)), pad=1)  # 3 columns, 2 rows
+    >>> print(grid.shape, grid.dtype, grid[0, 0, 0], grid[1, 1, 0])
+    (11, 16, 1) uint8 255 0
+  """
   images = np.asarray(images, np.float32)
   if images.ndim != 4:
     raise ValueError(f"images must be (N, H, W, C), got shape {images.shape}.")

@@ -235,7 +235,8 @@ def test_dvae_needs_sides_divisible_by_four():
 
 def test_cli_reports_a_bad_estimator_in_one_line(tmp_path):
   r = subprocess.run([sys.executable, "-m", "train.dvae", f"--workdir={tmp_path}",
-                      "--config.estimator=rebar", "--config.data_limit=64"],
+                      "--config.estimator=rebar", "--config.data_limit=64",
+                      "--config.batch_size=32"],
                      cwd=REPO, capture_output=True, text=True, timeout=300)
   assert r.returncode == 1
   assert "config.estimator" in r.stderr and "Traceback" not in r.stderr, r.stderr[-1500:]

@@ -20,9 +20,10 @@ import numpy as np
 import pytest
 from tests_support import steps_two_ways
 
-from dgmjax.data import BatchLoader
+from dgmjax.data import BatchLoader, toy
 from dgmjax.errors import ConfigError
 from dgmjax.metrics import mode_coverage as mc
+from dgmjax.nn.gan import pack
 from train import gan, harness
 from train.state import step_key
 
@@ -196,7 +197,7 @@ def test_r1_penalty_equals_per_example_input_gradients(pack_size):
   # The step's real batch: the same key derivation as train_step.
   k_d, _ = jax.random.split(step_key(s0["gen"]))
   k_real, _ = jax.random.split(jax.random.split(k_d, config.n_critic)[0])
-  x_real = gan.pack(gan._SAMPLERS["ring"](k_real, config.batch_size), pack_size)
+  x_real = pack(toy.sample_ring(k_real, config.batch_size), pack_size)
   _, d = gan.build_models(config, None)
   grad_one = jax.vmap(jax.grad(lambda x: d.apply(s0["disc"].params, x[None])[0]))(x_real)
   expected = 0.5 * 0.3 * np.mean(np.sum(np.square(np.asarray(grad_one, np.float64)), axis=-1))

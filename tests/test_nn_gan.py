@@ -101,14 +101,15 @@ def test_dcgan_discriminator_gradients_reach_every_pixel_and_packs():
   assert d.apply(p2, pack(x, 2)).shape == (2,)
 
 
-def test_generator_gradient_matches_finite_difference():
-  g = MLPGenerator((8,), 2)
-  z = jax.random.normal(jax.random.key(0), (1, 2))
-  params = g.init(jax.random.key(1), z)
-  f = lambda zz: jnp.sum(g.apply(params, zz) ** 2)
-  grad = np.asarray(jax.grad(f)(z))
-  eps = 1e-3
-  for i in range(2):
-    e = jnp.zeros_like(z).at[0, i].set(eps)
-    fd = (float(f(z + e)) - float(f(z - e))) / (2 * eps)
-    np.testing.assert_allclose(grad[0, i], fd, rtol=2e-2, atol=1e-4)
+def test_discriminators_return_unbounded_logits():
+  # The GAN losses take logits (softplus); a sigmoid inside D would cap them
+  # at 1 and make log D(x) saturate. Scaling D's last layer scales its output.
+  for d, x in ((MLPDiscriminator((8,)), jax.random.normal(jax.random.key(0), (6, 2))),
+               (DCGANDiscriminator(4), jax.random.normal(jax.random.key(0), (6, 28, 28, 1)))):
+    params = d.init(jax.random.key(1), x)
+    last = sorted(params["params"])[-1]
+    big = jax.tree.map(lambda p: p, params)
+    big["params"][last] = jax.tree.map(lambda w: 1000.0 * w, params["params"][last])
+    small, large = np.asarray(d.apply(params, x)), np.asarray(d.apply(big, x))
+    np.testing.assert_allclose(large, 1000.0 * small, rtol=1e-4, atol=1e-3)
+    assert np.max(np.abs(large)) > 1.0

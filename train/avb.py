@@ -20,8 +20,6 @@ in ``docs/avb.md``.
 
 from __future__ import annotations
 
-import os
-
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -272,9 +270,8 @@ def make_task(config, info: harness.DataInfo) -> harness.Task:
         title += f": log p(x) = {out['test/log_px_grid']:.3f}"
       n_show = min(ctx.info.num_test, 1000)
       ctx.image("posteriors", scatter(post["z"][:n_show], post["label"][:n_show], title))
-      if ctx.is_main:
-        np.savez(os.path.join(ctx.workdir, "posterior_samples.npz"),
-                 z=np.moveaxis(post["z"][:n_show], 1, 0), labels=post["label"][:n_show])
+      ctx.write_arrays("posterior_samples.npz", z=np.moveaxis(post["z"][:n_show], 1, 0),
+                       labels=post["label"][:n_show])
     return out
 
   evals = {"elbo": harness.Eval(eval_step, during_training=True)}

@@ -1,42 +1,19 @@
 """Discrete VAEs with Gumbel-softmax: ``python -m train.dvae``.
 
-Lecture 7, "Discrete VAE latents" → "Gumbel-softmax trick" → "DALL-E/dVAE":
-the answer to "can we reparametrise a discrete sample?". Two models, one
-trainer (``config.model``):
+Lecture 7, "Discrete VAE latents" → "Gumbel-softmax trick" → "DALL-E/dVAE".
+``model=categorical`` (default) is Jang et al.'s categorical VAE (MLP, 20
+variables × 10 classes, Bernoulli pixels); ``model=dvae`` a DALL-E-style dVAE
+(conv, a 7×7 grid over K codes mixed from a codebook, Bernoulli or
+logit-Laplace). Both are :class:`dgmjax.models.dvae.DiscreteVAE`.
 
-* ``categorical`` (default): Jang, Gu, Poole (2016)'s categorical VAE on
-  binarized MNIST, MLP 784-512-256-(N×K) encoder, (N×K)-256-512-784 Bernoulli
-  decoder, N = 20 variables × K = 10 classes, uniform prior (KL = log K − H(q)
-  per variable) or a learned categorical prior.
-* ``dvae``: a DALL-E-style dVAE scaled to 28×28: conv encoder to a 7×7 grid of
-  logits over K codes, ``z = Σ_k ĉ_k e_k`` with a learned codebook, conv
-  decoder; Bernoulli or logit-Laplace likelihood, KL weight warm-up.
-
-The estimator (``config.estimator``) only changes training:
-``gumbel_softmax`` (relaxed ĉ), ``st_gumbel`` (one-hot forward, relaxed
-gradient), ``st_argmax`` (one-hot of the mode, softmax gradient; the
-baseline), ``st_categorical`` (one-hot sample, softmax gradient: Jang et al.'s
-"ST"). Evaluation is the same for all: one-hot codes ``c ~ q(c|x)``.
-
-Evaluation (``summary.json``):
-
-* ``test/neg_elbo``: −ELBO = −log p(x|c) + KL(q(c|x)||p(c)) with one hard
-  sample c ~ q per test image (an unbiased estimate of the discrete model's
-  −ELBO), and its two terms ``test/recon``, ``test/kl``.
-* ``test/neg_iwae``: −L_k, the importance-weighted bound with k =
-  ``iwae_samples`` hard samples c_j ~ q(c|x) as proposals:
-  ``log w_j = log p(x|c_j) + log p(c_j) − log q(c_j|x)``. With the categorical
-  q itself as proposal (not the Concrete relaxation) this is a valid lower
-  bound on the log-likelihood of the discrete-latent model, tighter than the
-  ELBO for every k ≥ 1 in expectation.
-* ``train_set/neg_elbo``: the same −ELBO on the training images (the
-  overfitting gap on the 4500-image offline set).
-* ``test/neg_elbo_relaxed``: a diagnostic, the decoder on relaxed samples at
-  the last training τ with the categorical KL (what the Gumbel-softmax
-  estimator optimises). Not a bound on the discrete model: the gap to
-  ``test/neg_elbo`` is the price of training on relaxed codes.
-* Code usage per latent variable (perplexity, classes used) and
-  ``images/code_usage.png``; reconstructions and samples from the prior.
+The estimator only changes training: ``gumbel_softmax`` (relaxed ĉ),
+``st_gumbel``, ``st_argmax`` (the baseline) or ``st_categorical`` (Jang's
+"ST"). Evaluation uses one-hot codes c ~ q(c|x) for all: ``test/neg_elbo``
+and its terms, ``test/neg_iwae`` (−L_k with k hard proposals from q: a bound
+on the discrete model's log-likelihood), ``train_set/neg_elbo`` (the
+overfitting gap), the diagnostic ``test/neg_elbo_relaxed`` (decoder on
+relaxed codes: not a bound), and code usage per variable. Details and
+figures: ``docs/dvae.md``.
 """
 
 from __future__ import annotations
@@ -127,34 +104,24 @@ def build_model(config, image_shape: tuple[int, int, int]) -> DiscreteVAE:
 
 
 def validate(config, image_shape) -> None:
+  harness.check_config(
+      config, choices={"model": MODELS, "estimator": dvae_nn.ESTIMATORS,
+                       "likelihood": LIKELIHOODS, "prior": PRIORS, "temperature": TEMPERATURES},
+      ints={"num_vars": 1, "code_dim": 1, "num_res_blocks": 1, "res_hidden": 1,
+            "iwae_chunk": 1, "num_classes": 2, "num_codes": 2, "iwae_samples": 0,
+            "kl_warmup_steps": 0},
+      int_tuples=("hidden", "channels"), ranges={"kl_weight": "[0, inf)"})
   need = harness.config_check(config)
-  for key, options in (("model", MODELS), ("estimator", dvae_nn.ESTIMATORS),
-                       ("likelihood", LIKELIHOODS), ("prior", PRIORS),
-                       ("temperature", TEMPERATURES)):
-    need(config[key] in options, key, f"one of {options}")
   if config.likelihood == "bernoulli":
     need(config.pixel_format in ("binary_dynamic", "binary_static"), "pixel_format",
          "'binary_dynamic' or 'binary_static' for the Bernoulli likelihood "
          "(use likelihood='logit_laplace' for grey pixels)")
   else:
     need(config.pixel_format == "unit", "pixel_format", "'unit' for the logit-Laplace likelihood")
-    need(0.0 < config.pixel_eps < 0.5, "pixel_eps", "in (0, 0.5)")
-    need(harness.is_finite(config.min_log_scale), "min_log_scale", "finite")
-  for key in ("num_vars", "code_dim", "num_res_blocks", "res_hidden", "iwae_chunk"):
-    need(harness.is_int(config[key], 1), key, "an int >= 1")
-  for key in ("num_classes", "num_codes"):
-    need(harness.is_int(config[key], 2), key, "an int >= 2")
-  for key in ("iwae_samples", "kl_warmup_steps"):
-    need(harness.is_int(config[key], 0), key, "an int >= 0")
-  for key in ("hidden", "channels"):
-    need(len(config[key]) >= 1 and all(harness.is_int(v, 1) for v in config[key]),
-         key, "a non-empty tuple of ints >= 1")
-  need(harness.is_finite(config.kl_weight) and config.kl_weight >= 0, "kl_weight",
-       "a finite number >= 0")
+    harness.check_config(config, ranges={"pixel_eps": "(0, 0.5)", "min_log_scale": "[-inf, inf]"})
   h, w, _ = image_shape
-  if config.model == "dvae":
-    need(h % 4 == 0 and w % 4 == 0, "model",
-         f"'categorical' for images whose sides are not multiples of 4 ({image_shape})")
+  need(config.model != "dvae" or (h % 4 == 0 and w % 4 == 0), "model",
+       f"'categorical' for images whose sides are not multiples of 4 ({image_shape})")
 
 
 def temperature_schedule(config) -> schedules.Schedule:

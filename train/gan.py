@@ -33,13 +33,7 @@ from dgmjax.data import toy
 from dgmjax.eval import samples as sample_eval
 from dgmjax.losses import gan as gan_losses
 from dgmjax.metrics import mode_coverage as mc
-from dgmjax.nn.gan import (
-  DCGANDiscriminator,
-  DCGANGenerator,
-  MLPDiscriminator,
-  MLPGenerator,
-  pack,
-)
+from dgmjax.nn import gan as gan_nn
 from train import harness
 from train.state import create_train_state, step_key
 
@@ -118,12 +112,7 @@ def eval_latents(config, n: int) -> np.ndarray:
 
 
 def load(config) -> tuple[dict, dict, harness.DataInfo]:
-  """The ``load=`` hook: 2-D data need no files, images come from the harness.
-
-  Test split: 2500 real 2-D samples (or the test images) plus fixed latents
-  ``z``, so the evaluation compares held-out real data with the same fakes
-  every time.
-  """
+  """The ``load=`` hook: the test split gets fixed latents ``z`` (the same fakes every time)."""
   validate(config)
   if is_toy(config):
     n = mc.NUM_SAMPLES
@@ -144,19 +133,13 @@ def _optimizer(config, lr: float, steps: int) -> optax.GradientTransformation:
   return optax.adam(lr, b1=config.adam_b1, b2=config.adam_b2)
 
 
-def _modes(dataset: str):
-  if dataset == "ring":
-    return toy.ring_centers(8), toy.RING_STD
-  return toy.grid_centers(), toy.GRID_STD
-
-
 def build_models(config, info: harness.DataInfo | None):
   """(generator, discriminator) Flax modules for the dataset."""
   if is_toy(config):
-    return (MLPGenerator(tuple(config.g_features), 2),
-            MLPDiscriminator(tuple(config.d_features)))
-  return (DCGANGenerator(tuple(info.image_shape), config.base_channels),
-          DCGANDiscriminator(config.base_channels))
+    return (gan_nn.MLPGenerator(tuple(config.g_features), 2),
+            gan_nn.MLPDiscriminator(tuple(config.d_features)))
+  return (gan_nn.DCGANGenerator(tuple(info.image_shape), config.base_channels),
+          gan_nn.DCGANDiscriminator(config.base_channels))
 
 
 def make_task(config, info: harness.DataInfo) -> harness.Task:
@@ -179,22 +162,19 @@ def make_task(config, info: harness.DataInfo) -> harness.Task:
     k_g, k_d, k_rng_g, k_rng_d = jax.random.split(key, 4)
     z = jnp.zeros((m, dz), jnp.float32)
     p_g = G.init(k_g, z)
-    p_d = D.init(k_d, pack(G.apply(p_g, z), m))
+    p_d = D.init(k_d, gan_nn.pack(G.apply(p_g, z), m))
     return {"gen": create_train_state(p_g, tx_g, k_rng_g),
             "disc": create_train_state(p_d, tx_d, k_rng_d)}
 
   def d_loss_fn(p_d, p_g, x_real, z):
-    x_real = pack(x_real, m)
+    x_real = gan_nn.pack(x_real, m)
     if config.r1_weight:
-      # One pass gives both the logits and ∇_x l (each logit depends on its own
-      # example only, so the gradient of the sum is the per-example gradient).
-      l_real, vjp = jax.vjp(lambda x: D.apply(p_d, x), x_real)
-      (grad_x,) = vjp(jnp.ones_like(l_real))
-      sq_norm = jnp.sum(jnp.square(grad_x).reshape(grad_x.shape[0], -1), axis=-1)
-      penalty = 0.5 * config.r1_weight * jnp.mean(sq_norm)
+      r1, l_real = gan_losses.r1_penalty(lambda x: D.apply(p_d, x), x_real,
+                                         gamma=config.r1_weight, return_logits=True)
+      penalty = jnp.mean(r1)
     else:
       l_real, penalty = D.apply(p_d, x_real), jnp.zeros((), jnp.float32)
-    l_fake = D.apply(p_d, pack(G.apply(p_g, z), m))
+    l_fake = D.apply(p_d, gan_nn.pack(G.apply(p_g, z), m))
     real_loss, fake_loss = gan_losses.discriminator_loss(l_real, l_fake,
                                                          real_label=config.real_label)
     bce = jnp.mean(real_loss) + jnp.mean(fake_loss)
@@ -206,7 +186,7 @@ def make_task(config, info: harness.DataInfo) -> harness.Task:
         "train/d_fake": jnp.mean(jax.nn.sigmoid(l_fake))}
 
   def g_loss_fn(p_g, p_d, z):
-    return jnp.mean(g_loss_per_example(D.apply(p_d, pack(G.apply(p_g, z), m))))
+    return jnp.mean(g_loss_per_example(D.apply(p_d, gan_nn.pack(G.apply(p_g, z), m))))
 
   def train_step(state, batch):
     gen, disc = state["gen"], state["disc"]
@@ -243,13 +223,13 @@ def make_task(config, info: harness.DataInfo) -> harness.Task:
     """Held-out D loss / JSD on real test data vs fakes from fixed latents."""
     x_real = batch["x"] if toy_data else batch["image"]
     fake = G.apply(state["gen"].params, batch["z"])
-    l_real = D.apply(state["disc"].params, pack(x_real, m))
-    l_fake = D.apply(state["disc"].params, pack(fake, m))
+    l_real = D.apply(state["disc"].params, gan_nn.pack(x_real, m))
+    l_fake = D.apply(state["disc"].params, gan_nn.pack(fake, m))
     real_loss, fake_loss = gan_losses.discriminator_loss(l_real, l_fake)
     d_loss = jnp.repeat(real_loss + fake_loss, m)  # one value per example of a pack
     out = {"d_loss": d_loss, "jsd": 0.5 * (math.log(4.0) - d_loss)}
     if toy_data:
-      centers, std = _modes(config.dataset)
+      centers, std = mc.toy_modes(config.dataset)
       _, dist = mc.nearest_mode(fake, centers, std=std)
       out["high_quality"] = (dist <= mc.THRESHOLD).astype(jnp.float32)
     return out
@@ -264,7 +244,7 @@ def make_task(config, info: harness.DataInfo) -> harness.Task:
   def scatter(state, title_prefix):
     samples = generate(state, z_eval)
     cov = mc.toy_mode_coverage(jnp.asarray(samples), config.dataset)
-    centers, std = _modes(config.dataset)
+    centers, std = mc.toy_modes(config.dataset)
     title = (f"{title_prefix}: {int(cov.modes_covered)}/{len(cov.counts)} modes, "
              f"{100 * float(cov.high_quality_fraction):.1f}% high quality")
     return plots.mode_scatter(samples, np.asarray(centers), std, extent=_EXTENT[config.dataset],
@@ -290,9 +270,7 @@ def make_task(config, info: harness.DataInfo) -> harness.Task:
               + 1) / 2
       return sample_eval.classifier_sample_metrics(fake, ctx.info.dataset, model)
     _, cov = scatter(state, "final")
-    frames = ctx.frames("samples")
-    if ctx.is_main and frames:
-      plots.save_gif(frames, f"{ctx.workdir}/images/samples.gif")
+    ctx.animate("samples")
     return {"modes_covered": int(cov.modes_covered), "num_modes": len(cov.counts),
             "high_quality_fraction": float(cov.high_quality_fraction),
             "mode_kl": float(cov.mode_kl),

@@ -233,11 +233,29 @@ class Context:
     """Write a uint8 picture as ``images/<name>.png`` and to TensorBoard."""
     self.writer.images(self.step, {name: picture}, final=True)
 
+  @property
+  def writable(self) -> bool:
+    """Whether this process writes files (process 0, and not a read-only workdir)."""
+    return self.is_main and self.writer.writes_files
+
   def write_text(self, name: str, text: str) -> None:
-    """Write ``<workdir>/<name>`` (process 0 only)."""
-    if self.is_main:
+    """Write ``<workdir>/<name>``."""
+    if self.writable:
       with open(os.path.join(self.workdir, name), "w") as f:
         f.write(text)
+
+  def write_arrays(self, name: str, **arrays: np.ndarray) -> None:
+    """Write ``<workdir>/<name>`` (``.npz``) for users who want the raw numbers of a picture."""
+    if self.writable:
+      np.savez(os.path.join(self.workdir, name), **arrays)
+
+  def animate(self, name: str) -> None:
+    """``images/<name>.gif`` from every picture ``images`` wrote under ``name``."""
+    frames = self.frames(name)
+    if self.writable and frames:
+      from dgmjax import plots
+
+      plots.save_gif(frames, os.path.join(self.workdir, "images", f"{name}.gif"))
 
   def history(self, *keys: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Logged ``(steps, values)`` of each key over the whole run (resumes included)."""
@@ -440,6 +458,10 @@ class Writer:
       self._bar = tqdm(total=total, initial=start_step, dynamic_ncols=True, unit="step")
     else:
       self._plain = not quiet
+
+  @property
+  def writes_files(self) -> bool:
+    return self.enabled and self._tb is not None
 
   def scalars(self, step: int, metrics: Mapping[str, float]) -> None:
     if not self.enabled or self._tb is None:

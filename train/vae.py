@@ -163,7 +163,7 @@ def make_task(config, info: harness.DataInfo) -> harness.Task:
     chunk = min(config.iwae_chunk, k, max(1, _MAX_DECODED[config.arch] // config.eval_batch_size))
     return lambda state, batch: {"iwae": surgery_report.iwae(
         model, state.params, batch["image"], jax.random.fold_in(surgery_key, 1),
-        num_samples=k, chunk_size=chunk)}
+        num_samples=k, chunk_size=chunk, index=batch["index"])}
 
   def images(state, batch):
     x = jnp.asarray(batch["image"], jnp.float32)
@@ -199,9 +199,7 @@ def make_task(config, info: harness.DataInfo) -> harness.Task:
       ctx.image("latent_density", plots.density_pair(
           log_q, log_p, extent, title=f"prior={config.prior}: KL(q_agg||p) = "
           f"{table['train']['marginal_kl']:.3f} nats (train)"))
-      if ctx.is_main:
-        np.savez(os.path.join(ctx.workdir, "latent_density.npz"), log_q_agg=log_q,
-                 log_prior=log_p, extent=extent)
+      ctx.write_arrays("latent_density.npz", log_q_agg=log_q, log_prior=log_p, extent=extent)
     return out
 
   evals = {"elbo": harness.Eval(eval_step, during_training=True),

@@ -19,7 +19,7 @@ from dgmjax import plots
 from dgmjax.eval import codes
 from dgmjax.images import side_by_side
 from dgmjax.losses import vq
-from dgmjax.nn.vqvae import VQVAE
+from dgmjax.nn.vqvae import QUANTIZERS, VQVAE
 from train import harness
 from train.state import count_params, create_train_state, step_key
 
@@ -42,6 +42,17 @@ def get_config() -> ml_collections.ConfigDict:
   c.channels = (32, 64)
   c.num_res_blocks = 2
   c.res_hidden = 32
+  # Quantizer (docs/quantizers.md): "vq" (straight-through), "rotation" (rotation
+  # trick), "fsq" (levels), "rvq" (num_stages residual codebooks of num_codes),
+  # "lfq" (log2(num_codes) sign bits + entropy penalty), "factorized" (lookup_dim).
+  c.quantizer = "vq"
+  c.levels = (8, 8, 8)  # FSQ: 512 codes
+  c.num_stages = 2  # RVQ
+  c.quantizer_dropout = 0.0  # RVQ: probability of training with fewer stages
+  c.lookup_dim = 8  # factorized codes
+  c.entropy_weight = 0.1  # LFQ
+  c.entropy_gamma = 1.0
+  c.entropy_temperature = 1.0
   return c
 
 
@@ -51,22 +62,28 @@ def build_model(config, out_channels: int) -> VQVAE:
       channels=tuple(config.channels), num_res_blocks=config.num_res_blocks,
       res_hidden=config.res_hidden, beta=config.beta, use_ema=config.codebook == "ema",
       decay=config.ema_decay, dead_code_threshold=config.dead_code_threshold,
-      cosine=config.cosine)
+      cosine=config.cosine, quantizer=config.quantizer, levels=tuple(config.levels),
+      num_stages=config.num_stages, quantizer_dropout=config.quantizer_dropout,
+      lookup_dim=config.lookup_dim, entropy_weight=config.entropy_weight,
+      entropy_gamma=config.entropy_gamma, entropy_temperature=config.entropy_temperature)
 
 
 def validate(config, info: harness.DataInfo) -> None:
+  harness.check_config(
+      config, choices={"codebook": ("ema", "loss"), "quantizer": QUANTIZERS},
+      ints={"num_codes": 2, "code_dim": 1, "num_res_blocks": 1, "res_hidden": 1,
+            "num_stages": 1, "lookup_dim": 1},
+      int_tuples=("channels", "levels"),
+      ranges={"beta": "[0, inf)", "ema_decay": "(0, 1)", "dead_code_threshold": "[0, inf)",
+              "quantizer_dropout": "[0, 1]", "entropy_weight": "[0, inf)",
+              "entropy_gamma": "[0, inf)", "entropy_temperature": "(0, inf)"})
   need = harness.config_check(config)
-  need(config.codebook in ("ema", "loss"), "codebook", "'ema' or 'loss'")
-  need(harness.is_int(config.num_codes, 2), "num_codes", "an int >= 2")
-  need(harness.is_int(config.code_dim, 1), "code_dim", "an int >= 1")
-  for key in ("num_res_blocks", "res_hidden"):
-    need(harness.is_int(config[key], 1), key, "an int >= 1")
-  need(len(config.channels) >= 1 and all(harness.is_int(v, 1) for v in config.channels),
-       "channels", "a non-empty tuple of ints >= 1")
-  need(harness.is_finite(config.beta) and config.beta >= 0, "beta", "a finite number >= 0")
-  need(0.0 < config.ema_decay < 1.0, "ema_decay", "in (0, 1)")
-  need(harness.is_finite(config.dead_code_threshold) and config.dead_code_threshold >= 0,
-       "dead_code_threshold", "a finite number >= 0")
+  if config.quantizer == "lfq":
+    n = config.num_codes
+    need(n & (n - 1) == 0 and n <= 2 ** 16, "num_codes",
+         "a power of two <= 65536 for quantizer='lfq' (one sign bit per factor of 2)")
+  need(not config.kmeans_init or config.quantizer in ("vq", "rotation"), "kmeans_init",
+       "False unless quantizer is 'vq' or 'rotation' (the others have no single codebook)")
   need(config.pixel_format in ("unit", "symmetric"), "pixel_format",
        "'unit' or 'symmetric' for the VQ-VAE (MSE decoder)")
   h, w, _ = info.image_shape
@@ -79,13 +96,16 @@ def make_task(config, info: harness.DataInfo) -> harness.Task:
   model = build_model(config, info.image_shape[-1])
   use_ema = config.codebook == "ema"
   tx = optax.adam(config.learning_rate)
+  # Tokens per position: K, Π levels (FSQ) or 2^bits (LFQ); RVQ counts all stages' codes.
+  vocab = model.vocab_size
 
   def to_unit(x):
     return (x + 1.0) / 2.0 if config.pixel_format == "symmetric" else x
 
   def variables(state, params=None):
     params = state.params if params is None else params
-    return {"params": params, **({"vq_ema": state.extra} if use_ema else {})}
+    # FSQ and LFQ have no codebook statistics: extra is None for them.
+    return {"params": params, **({"vq_ema": state.extra} if state.extra is not None else {})}
 
   def init(key, batch):
     k_init, k_code, k_state = jax.random.split(key, 3)
@@ -114,7 +134,7 @@ def make_task(config, info: harness.DataInfo) -> harness.Task:
 
     (loss, (rec, out, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     new = state.apply_gradients(grads=grads)
-    if use_ema:
+    if "vq_ema" in updates:
       new = new.replace(extra=updates["vq_ema"])
     return new, {"train/loss": loss, "train/mse": rec, "train/perplexity": out.perplexity,
                  "train/codes_used": out.codes_used,
@@ -125,7 +145,7 @@ def make_task(config, info: harness.DataInfo) -> harness.Task:
     x_rec, out, _ = model.apply(variables(state), x)
     return {"mse": jnp.mean((to_unit(x_rec) - to_unit(x)) ** 2, axis=(1, 2, 3)),
             "pixel_var": jnp.var(to_unit(x), axis=(1, 2, 3)),
-            "code_counts": codes.code_histogram(out.indices, config.num_codes)}
+            "code_counts": codes.code_histogram(out.indices.reshape(x.shape[0], -1), vocab)}
 
   def images(state, batch):
     x = batch["image"]
@@ -137,11 +157,11 @@ def make_task(config, info: harness.DataInfo) -> harness.Task:
     test = ctx.results["recon"]["test"]
     counts = test["code_counts"] * ctx.info.num_test
     out = codes.usage_summary(counts)
-    out.update({"test/nmse": test["mse"] / test["pixel_var"], "num_codes": config.num_codes,
+    out.update({"test/nmse": test["mse"] / test["pixel_var"], "num_codes": vocab, "quantizer": config.quantizer,
                 "num_params": count_params(state.params)})
     ctx.image("code_usage", plots.code_usage_chart(
-        counts, title=f"test split: perplexity {out['test/perplexity']:.0f} of "
-        f"{config.num_codes} codes, {100 * out['test/codes_used']:.0f}% used"))
+        counts, title=f"test split ({config.quantizer}): perplexity "
+        f"{out['test/perplexity']:.0f} of {vocab} codes, {100 * out['test/codes_used']:.0f}% used"))
     return out
 
   return harness.Task(init=init, train_step=train_step, images=images, report=report,

@@ -20,7 +20,14 @@ from dgmjax.metrics import classifier as clf
 
 
 def unit_images(images: np.ndarray) -> np.ndarray:
-  """uint8 0..255 images -> float32 in [0, 1]."""
+  """uint8 0..255 images -> float32 in [0, 1].
+
+  Example:
+    >>> import numpy as np
+    >>> from dgmjax.eval.samples import unit_images
+    >>> print(unit_images(np.array([0, 51, 255], np.uint8)))
+    [0.  0.2 1. ]
+  """
   return np.asarray(images, np.float32) / 255.0
 
 

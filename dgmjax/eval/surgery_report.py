@@ -51,12 +51,12 @@ def _surgery_terms(model, params, z, means, log_vars, chunk_size):
 
 
 @functools.partial(jax.jit, static_argnames=("model", "k", "chunk"))
-def _iwae(model, params, x, key, k, chunk):
-  return iwae(model, params, x, key, num_samples=k, chunk_size=chunk)
+def _iwae(model, params, x, key, k, chunk, index):
+  return iwae(model, params, x, key, num_samples=k, chunk_size=chunk, index=index)
 
 
 def iwae(model, params, x: jax.Array, key: jax.Array, *, num_samples: int,
-         chunk_size: int) -> jax.Array:
+         chunk_size: int, index: jax.Array | None = None) -> jax.Array:
   """IWAE-k lower bound on log p(x) per example, with q(z|x) as the proposal.
 
   Args:
@@ -66,15 +66,24 @@ def iwae(model, params, x: jax.Array, key: jax.Array, *, num_samples: int,
     key: PRNG key.
     num_samples: k.
     chunk_size: importance samples evaluated at once.
+    index: (B,) positions of the examples in their split; each example's
+      samples then depend on ``key`` and its index only (any batching gives
+      the same bound). Default: 0..B-1.
 
   Returns:
     (B,) values of L_k(x).
   """
-  mean, log_var = model.encode(params, x)
-  return likelihood.importance_log_marginal(
-      lambda z: model.log_likelihood(params, z, x), mean, log_var, key,
-      num_samples=num_samples, chunk_size=chunk_size,
-      log_prior=lambda z: model.log_prior(params, z))
+  if index is None:
+    index = jnp.arange(x.shape[0])
+
+  def one(xi, ki):
+    mean, log_var = model.encode(params, xi[None])
+    return likelihood.importance_log_marginal(
+        lambda z: model.log_likelihood(params, z, xi[None]), mean, log_var, ki,
+        num_samples=num_samples, chunk_size=chunk_size,
+        log_prior=lambda z: model.log_prior(params, z))[0]
+
+  return jax.vmap(one)(x, example_keys(key, index))
 
 
 def posterior_draws(model, params, x: jax.Array, key: jax.Array, *,
@@ -192,7 +201,8 @@ def split_report(
     ibs = max(1, min(n, batch_size, max_decoded // chunk))
     total = 0.0
     for i, (x, real) in enumerate(_batches(images, ibs)):
-      bound = _iwae(model, params, jnp.asarray(x), jax.random.fold_in(k_iwae, i), iwae_k, chunk)
+      index = jnp.minimum(jnp.arange(i * ibs, (i + 1) * ibs), n - 1)
+      bound = _iwae(model, params, jnp.asarray(x), k_iwae, iwae_k, chunk, index)
       total += float(np.sum(np.asarray(bound)[:real], dtype=np.float64))
     out["iwae"] = total / n
     out["iwae_k"] = iwae_k
@@ -238,7 +248,15 @@ def latent_density_grids(model, params, means: np.ndarray, log_vars: np.ndarray,
 
 
 def surgery_table(table: dict[str, dict[str, float]], title: str = "") -> str:
-  """Markdown table of :func:`split_report` results, one row per split."""
+  """Markdown table of :func:`split_report` results, one row per split.
+
+  Example:
+    >>> from dgmjax.eval.surgery_report import surgery_table
+    >>> row = {"rec": -80.0, "avg_kl": 24.0, "mutual_info": 6.0, "marginal_kl": 18.0,
+    ...        "elbo": -104.0, "log_n": 6.2, "n": 500}
+    >>> print(surgery_table({"test": row}).splitlines()[-1])
+    | test (N=500) | -80.000 | 24.000 | 6.000 | 18.000 | -104.000 | – | 6.200 | – |
+  """
   cols = [("rec", "RL"), ("avg_kl", "avg KL"), ("mutual_info", "MI"),
           ("marginal_kl", "marginal KL"), ("elbo", "ELBO"), ("iwae", "IWAE-k"),
           ("log_n", "log N")]

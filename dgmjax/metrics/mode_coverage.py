@@ -148,6 +148,21 @@ def mode_coverage(
   )
 
 
+def toy_modes(dataset: str) -> tuple[jax.Array, float]:
+  """(centres, σ) of the ``"ring"`` (8 modes) or ``"grid"`` (25 modes) benchmark.
+
+  Example:
+    >>> centers, std = toy_modes("ring")
+    >>> print(centers.shape, std)
+    (8, 2) 0.01
+  """
+  if dataset == "ring":
+    return toy.ring_centers(8), toy.RING_STD
+  if dataset == "grid":
+    return toy.grid_centers(), toy.GRID_STD
+  raise ValueError(f"dataset must be 'ring' or 'grid', got {dataset!r}.")
+
+
 def toy_mode_coverage(samples: jax.Array, dataset: str) -> ModeCoverage:
   """:func:`mode_coverage` with the centres and σ of ``"ring"`` or ``"grid"``.
 
@@ -156,11 +171,8 @@ def toy_mode_coverage(samples: jax.Array, dataset: str) -> ModeCoverage:
     >>> print(int(toy_mode_coverage(x, "grid").modes_covered))
     25
   """
-  if dataset == "ring":
-    return mode_coverage(samples, toy.ring_centers(8), std=toy.RING_STD)
-  if dataset == "grid":
-    return mode_coverage(samples, toy.grid_centers(), std=toy.GRID_STD)
-  raise ValueError(f"dataset must be 'ring' or 'grid', got {dataset!r}.")
+  centers, std = toy_modes(dataset)
+  return mode_coverage(samples, centers, std=std)
 
 
 def expected_high_quality_fraction(dim: int = 2, *, threshold: float = THRESHOLD) -> float:

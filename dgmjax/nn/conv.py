@@ -28,7 +28,19 @@ class ResBlock(nn.Module):
 
 
 class ConvEncoder(nn.Module):
-  """(B, H, W, C) -> (B, H/4, W/4, out_dim)."""
+  """(B, H, W, C) -> (B, H/4, W/4, out_dim).
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from dgmjax.nn.conv import ConvEncoder
+    >>> enc = ConvEncoder(channels=(4, 8), num_res_blocks=1, res_hidden=4, out_dim=3)
+    >>> x = jax.random.normal(jax.random.key(0), (2, 28, 28, 1))
+    >>> params = enc.init(jax.random.key(1), x)
+    >>> # No statistics across the batch: an image's code does not depend on the others.
+    >>> z, z0 = enc.apply(params, x), enc.apply(params, x[:1])
+    >>> print(z.shape, bool(jnp.allclose(z[:1], z0, atol=1e-6)))
+    (2, 7, 7, 3) True
+  """
 
   channels: Sequence[int] = (32, 64)
   num_res_blocks: int = 2

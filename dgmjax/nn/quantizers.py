@@ -64,6 +64,17 @@ class FSQuantizer(nn.Module):
   Attributes:
     levels: number of levels per channel, e.g. (8, 5, 5, 5) for 1000 codes.
     axis_name: mapped axis for shard_map/pmap users (global histogram).
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from dgmjax.nn.quantizers import FSQuantizer
+    >>> fsq = FSQuantizer(levels=(3, 5))
+    >>> z = jax.random.normal(jax.random.key(0), (64, 2)) * 3
+    >>> out = fsq.apply({}, z)
+    >>> # Indices address the 15 codes, and looking them up gives the output back.
+    >>> print(int(out.indices.max()) < 15, bool(jnp.allclose(fsq.apply({}, out.indices,
+    ...       method="lookup"), out.z)))
+    True True
   """
 
   levels: Sequence[int]

@@ -78,6 +78,20 @@ class VectorQuantizer(nn.Module):
       of Fifty et al. 2024, :func:`dgmjax.losses.vq.rotation_trick`). The
       forward value and the parameter tree are the same for both.
     axis_name: mapped axis for shard_map/pmap users.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from dgmjax.nn.vq import VectorQuantizer
+    >>> vq = VectorQuantizer(num_codes=8, code_dim=2)
+    >>> z_e = jax.random.normal(jax.random.key(0), (16, 2))
+    >>> variables = vq.init(jax.random.key(1), z_e)
+    >>> out = vq.apply(variables, z_e)
+    >>> codebook = vq.apply(variables, jnp.arange(8), method="lookup")
+    >>> # Each vector goes to its nearest code (brute force over the codebook).
+    >>> d = jnp.sum((z_e[:, None] - codebook[None]) ** 2, -1)
+    >>> print(bool(jnp.all(out.indices == jnp.argmin(d, -1))),
+    ...       bool(jnp.allclose(out.z, codebook[out.indices], atol=1e-6)))
+    True True
   """
 
   num_codes: int

@@ -54,6 +54,18 @@ class VQVAE(nn.Module):
   only); ``levels`` (FSQ); ``num_stages`` and ``quantizer_dropout`` (RVQ);
   ``lookup_dim`` (factorized); ``entropy_weight``, ``entropy_gamma``,
   ``entropy_temperature`` (LFQ, with ``beta`` as its commitment weight).
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from dgmjax.nn.vqvae import VQVAE
+    >>> model = VQVAE(num_codes=16, code_dim=4, channels=(8, 8), num_res_blocks=1,
+    ...               res_hidden=8)
+    >>> x = jax.random.uniform(jax.random.key(0), (2, 28, 28, 1))
+    >>> variables = model.init(jax.random.key(1), x)
+    >>> tokens = model.apply(variables, x, method="encode")  # (2, 7, 7) code indices
+    >>> images = model.apply(variables, tokens, method="decode_indices")
+    >>> print(tokens.shape, bool(jnp.allclose(images, model.apply(variables, x)[0], atol=1e-6)))
+    (2, 7, 7) True
   """
 
   num_codes: int = 512
