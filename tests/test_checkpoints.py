@@ -106,6 +106,8 @@ def _can_mount():
     os.rmdir(probe)
 
 
+# The stubbed save failure above runs by default; the real full disk is slow (three runs).
+@pytest.mark.slow
 @pytest.mark.skipif(not _can_mount(), reason="needs root and tmpfs mounts")
 def test_full_disk_real_tmpfs(tmp_path):
   # Size the filesystem from a real checkpoint: two fit (Orbax keeps 2), a third does not.

@@ -146,7 +146,11 @@ def test_lfq_layer_loss_mean_is_commitment_plus_penalty():
                                 np.bincount(((z > 0) * [1, 2, 4]).sum(-1), minlength=8))
 
 
-@pytest.mark.parametrize("quantizer", QUANTIZERS)
+# A conv VQ-VAE compiles for about 30 s of CPU per quantizer; the default run
+# keeps RVQ (the quantizer whose tokens have an extra stage axis), the others
+# run with -m slow (and "vq" also in test_nn_vq.py).
+@pytest.mark.parametrize("quantizer", [
+    q if q == "rvq" else pytest.param(q, marks=pytest.mark.slow) for q in QUANTIZERS])
 def test_vqvae_tokens_decode_to_the_reconstruction(quantizer):
   model = VQVAE(quantizer=quantizer, num_codes=16, code_dim=4, channels=(4, 4), res_hidden=4,
                 num_res_blocks=1, levels=(4, 3, 3), num_stages=3)

@@ -58,3 +58,18 @@ def test_wrong_images_fail_before_compiling():
                     harness.DataInfo((28, 28, 1), 10, 10))
   with pytest.raises(ConfigError, match="ema_decay"):
     vqvae.make_task(tiny_vqvae_config(ema_decay=1.5), harness.DataInfo((28, 28, 1), 10, 10))
+
+
+def test_quantizer_choice_reaches_the_model(tmp_path):
+  # FSQ with levels (3, 3): 9 codes, no codebook statistics to keep.
+  config = tiny_vqvae_config(quantizer="fsq", levels=(3, 3), code_dim=2, num_steps=4,
+                             log_every=2, checkpoint_every=4, data_limit=64)
+  summary = vqvae.train_and_evaluate(config, str(tmp_path))
+  assert summary["num_codes"] == 9 and summary["quantizer"] == "fsq"
+  assert 1.0 <= summary["test/perplexity"] <= 9.0
+  assert 0 < summary["test/codes_used"] <= 1.0
+  with pytest.raises(ConfigError, match="config.num_codes"):
+    vqvae.make_task(tiny_vqvae_config(quantizer="lfq", num_codes=12),
+                    harness.DataInfo((28, 28, 1), 10, 10))
+  with pytest.raises(ConfigError, match="config.quantizer"):
+    vqvae.make_task(tiny_vqvae_config(quantizer="gumbel"), harness.DataInfo((28, 28, 1), 10, 10))
