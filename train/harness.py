@@ -666,6 +666,7 @@ def train_and_evaluate(
       out.update({f"test/{k}": v for k, v in evaluators[name](state, test_f).items()
                   if np.ndim(v) == 0})
     return out
+
   # Evenly spaced over the split, so pictures show every class of a sorted set.
   n_test = len(next(iter(test_f.values())))
   pick = np.linspace(0, n_test - 1, min(config.num_images, n_test)).astype(int)
@@ -717,11 +718,11 @@ def train_and_evaluate(
         if ev.gather:
           continue
         for k, v in out.items():
-          key = f"{SPLIT_PREFIX[split]}/{k}"
-          if key in summary:
-            raise ValueError(f"two evaluations both report {key!r}; rename one of the values.")
+          summary_key = f"{SPLIT_PREFIX[split]}/{k}"
+          if summary_key in summary:
+            raise ValueError(f"two evaluations both report {summary_key!r}; rename one of them.")
           if np.ndim(v) == 0:
-            summary[key] = v
+            summary[summary_key] = v
     if task.images is not None:
       writer.images(summary["step"], _to_grids(task.images(state, image_batch)))
     if task.report is not None:
