@@ -651,7 +651,7 @@ def gan_nb():
           series[f"min {name}: mu={mu:.2f}, sigma={sigma:.2f}"] = (
               x, np.exp(np.asarray(log_p(jnp.array([mu, math.log(sigma)]), jnp.asarray(x)))))
         path = os.path.join(WORKDIR, f"kl_vs_jsd_a{a:g}.png")
-        styles = {name: {"lw": w} for name, w in zip(series, (2, 6, 4, 2))}
+        styles = {name: {"lw": w} for name, w in zip(series, (2, 6, 4, 2), strict=False)}
         styles["data pi"].update(color="k", zorder=5)  # the data on top of the fits
         save_png(plots.line_chart(
             series, title=f"best Gaussian N(mu, sigma^2) under each divergence, a = {a:g}",
