@@ -7,7 +7,6 @@ cannot use, an unusable workdir. Ctrl-C is one line too, whenever it comes.
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import sys
@@ -53,11 +52,8 @@ def validate_run(config: ml_collections.ConfigDict, num_train: int) -> None:
 
   Called once the data is loaded, since some limits depend on it.
   """
-  if "seed" in config and not _is_int(config.seed, 0):
-    raise ConfigError(f"config.seed must be an int >= 0, got {config.seed!r}.")
-  lr = config.get("learning_rate")
-  if lr is not None and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-    raise ConfigError(f"config.learning_rate must be a finite number > 0, got {lr!r}.")
+  # seed and learning_rate are checked with the other base keys
+  # (harness.validate_config); only the data-dependent limits are here.
   bs = config.get("batch_size")
   if _is_int(bs, 1) and bs > num_train:
     limit = config.get("data_limit") or 0

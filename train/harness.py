@@ -136,7 +136,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     need(isinstance(config[key], int) and config[key] >= 1, key, "an int >= 1")
   for key in ("eval_every", "image_every", "data_limit"):
     need(isinstance(config[key], int) and config[key] >= 0, key, "an int >= 0")
-  need(config.learning_rate > 0, "learning_rate", "> 0")
+  check_config(config, ints={"seed": 0}, ranges={"learning_rate": "(0, inf)"})
   dgdata.pixels.check_pixel_format(config.pixel_format)
   ndev = jax.device_count()
   for key in ("batch_size", "eval_batch_size"):
