@@ -17,14 +17,20 @@ from dgmjax.nn.quantizers import (
 from dgmjax.nn.vq import VectorQuantizer
 from dgmjax.nn.vqvae import QUANTIZERS, VQVAE
 
+# Codebook sizes are chosen so that the training call restarts dead codes in
+# every EMA layer (checked below): the restart's random draw of replacement
+# vectors is where devices most easily disagree.
 LAYERS = {
+    "vq": (lambda ax: VectorQuantizer(16, 4, axis_name=ax), 4),
+    "vq_loss": (lambda ax: VectorQuantizer(16, 4, use_ema=False, axis_name=ax), 4),
     "rotation": (lambda ax: VectorQuantizer(16, 4, gradient="rotation", axis_name=ax), 4),
     "fsq": (lambda ax: FSQuantizer((5, 4, 3), axis_name=ax), 3),
-    "rvq": (lambda ax: ResidualVectorQuantizer(8, 4, num_stages=3, dropout_rate=1.0,
+    "rvq": (lambda ax: ResidualVectorQuantizer(32, 4, num_stages=3, dropout_rate=1.0,
                                                axis_name=ax), 4),
     "lfq": (lambda ax: LookupFreeQuantizer(4, temperature=0.5, axis_name=ax), 4),
-    "factorized": (lambda ax: FactorizedQuantizer(16, 6, lookup_dim=3, axis_name=ax), 6),
+    "factorized": (lambda ax: FactorizedQuantizer(32, 6, lookup_dim=3, axis_name=ax), 6),
 }
+RESTARTS = ("vq", "rotation", "rvq", "factorized")
 
 
 def _train(layer, var, z, key):
@@ -55,6 +61,7 @@ def test_layer_sharded_equals_single_device(name):
   var = single.init(jax.random.key(1), z)
   # Jitted on one device too: op-by-op Flax is slower than compiling.
   want = jax.jit(lambda var, z: _run(single, var, z, key))(var, z)
+  assert (int(want["restarted"]) > 0) == (name in RESTARTS)
   mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
   zs = jax.device_put(z, NamedSharding(mesh, P("data")))
   got_jit = jax.jit(lambda var, z: _run(single, var, z, key))(var, zs)
