@@ -16,6 +16,15 @@ one generator update against the updated D (non-saturating or minimax);
 ``simultaneous=True`` takes both gradients at (G_t, D_t); ``pack > 1`` is
 PacGAN. The state is ``{"gen", "disc"}``; all randomness comes from
 ``step_key(state["gen"])``. Settings for each data set: ``docs/gan.md``.
+
+Vanishing gradients (Lecture 7, "Vanishing gradients"): with
+``both_grad_norms=True`` every step also logs ‖∇_θ L_G‖ of *both* generator
+losses at the same (G, D, z), ``train/g_grad_norm_minimax`` and
+``train/g_grad_norm_non_saturating`` (the run trains with the configured one),
+next to the discriminator's accuracy ``train/d_accuracy``; the report draws
+them as ``images/gen_grad_norms.png``. Per fake, ∂L/∂l is −D(G(z)) for the
+minimax loss and −(1 − D(G(z))) for the non-saturating one, so when D rejects
+the fakes (D(G(z)) → 0) the minimax gradient vanishes and the other does not.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from dgmjax import plots
 from dgmjax.data import toy
 from dgmjax.eval import samples as sample_eval
 from dgmjax.losses import gan as gan_losses
+from dgmjax.metrics import evaluate_samples
 from dgmjax.metrics import mode_coverage as mc
 from dgmjax.nn import gan as gan_nn
 from train import harness
@@ -62,6 +72,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.n_critic = 1  # discriminator updates per generator update
   c.simultaneous = False  # True: both players step at the same point
   c.pack = 1  # PacGAN packing degree
+  c.both_grad_norms = True  # also log ‖∇L_G‖ of the loss not trained with (one more backward)
   c.latent_dim = 0  # 0: 2 for ring/grid, 64 for images
   c.g_features = (128, 128, 128)  # 2-D data: generator MLP
   c.d_features = (128, 128, 128)  # 2-D data: discriminator MLP
@@ -88,7 +99,8 @@ def latent_dim(config) -> int:
 
 def validate(config) -> None:
   harness.check_config(
-      config, choices={"generator_loss": GENERATOR_LOSSES, "lr_schedule": LR_SCHEDULES},
+      config, choices={"generator_loss": GENERATOR_LOSSES, "lr_schedule": LR_SCHEDULES,
+                       "both_grad_norms": (True, False)},
       ints={"n_critic": 1, "pack": 1, "latent_dim": 0, "base_channels": 1,
             "num_eval_samples": 2, "classifier_steps": 1},
       int_tuples=("g_features", "d_features"),
@@ -153,9 +165,9 @@ def make_task(config, info: harness.DataInfo) -> harness.Task:
   tx_g = _optimizer(config, config.learning_rate, config.num_steps)
   tx_d = _optimizer(config, config.d_learning_rate or config.learning_rate,
                     config.num_steps * config.n_critic)
-  g_loss_per_example = (gan_losses.generator_loss_non_saturating
-                        if config.generator_loss == "non_saturating"
-                        else gan_losses.generator_loss_minimax)
+  g_losses = {"non_saturating": gan_losses.generator_loss_non_saturating,
+              "minimax": gan_losses.generator_loss_minimax}
+  other_loss = next(k for k in GENERATOR_LOSSES if k != config.generator_loss)
   z_eval = jnp.asarray(eval_latents(config, mc.NUM_SAMPLES))
 
   def init(key, batch):
@@ -183,10 +195,12 @@ def make_task(config, info: harness.DataInfo) -> harness.Task:
         "train/r1_penalty": penalty,
         "train/jsd": gan_losses.jsd_estimate(l_real, l_fake),
         "train/d_real": jnp.mean(jax.nn.sigmoid(l_real)),
-        "train/d_fake": jnp.mean(jax.nn.sigmoid(l_fake))}
+        "train/d_fake": jnp.mean(jax.nn.sigmoid(l_fake)),
+        # Real packs called real (logit > 0) and fake packs called fake, equally weighted.
+        "train/d_accuracy": 0.5 * (jnp.mean(l_real > 0) + jnp.mean(l_fake < 0))}
 
-  def g_loss_fn(p_g, p_d, z):
-    return jnp.mean(g_loss_per_example(D.apply(p_d, gan_nn.pack(G.apply(p_g, z), m))))
+  def g_loss_fn(p_g, p_d, z, loss=config.generator_loss):
+    return jnp.mean(g_losses[loss](D.apply(p_d, gan_nn.pack(G.apply(p_g, z), m))))
 
   def train_step(state, batch):
     gen, disc = state["gen"], state["disc"]
@@ -213,10 +227,15 @@ def make_task(config, info: harness.DataInfo) -> harness.Task:
       metrics = jax.tree.map(lambda v: v[-1], metrics)  # the last critic update
     # Simultaneous: the generator's gradient at (G_t, D_t), the old discriminator.
     p_d = disc.params if config.simultaneous else new_disc.params
-    g_loss, grads_g = jax.value_and_grad(g_loss_fn)(gen.params, p_d,
-                                                    jax.random.normal(k_g, (b, dz)))
+    z = jax.random.normal(k_g, (b, dz))
+    g_loss, grads_g = jax.value_and_grad(g_loss_fn)(gen.params, p_d, z)
     metrics["train/g_loss"] = g_loss
     metrics["train/g_grad_norm"] = optax.tree.norm(grads_g)
+    if config.both_grad_norms:
+      # The other loss's gradient at the same (G, D, z): measured, never applied.
+      other = jax.grad(lambda p: g_loss_fn(p, p_d, z, other_loss))(gen.params)
+      metrics[f"train/g_grad_norm_{config.generator_loss}"] = metrics["train/g_grad_norm"]
+      metrics[f"train/g_grad_norm_{other_loss}"] = optax.tree.norm(other)
     return {"gen": gen.apply_gradients(grads=grads_g), "disc": new_disc}, metrics
 
   def eval_step(state, batch):
@@ -263,12 +282,22 @@ def make_task(config, info: harness.DataInfo) -> harness.Task:
           title=f"GAN losses and the JSD estimate (log 4 − d_loss)/2; final JSD "
           f"{hist['train/jsd'][1][-1]:.3f}", hlines={"log 4": math.log(4.0),
                                                       "log 2": math.log(2.0)}))
+    if config.both_grad_norms:
+      chart = grad_norm_chart(ctx.history(*GRAD_NORM_KEYS, "train/d_accuracy", "train/d_fake"),
+                              config.generator_loss)
+      if chart is not None:
+        ctx.image("gen_grad_norms", chart)
     if not toy_data:
       model = sample_eval.digit_classifier(ctx.info.dataset, cache_dir=config.classifier_dir
                                            or None, steps=config.classifier_steps)
       fake = (np.clip(generate(state, eval_latents(config, config.num_eval_samples)), -1, 1)
               + 1) / 2
-      return sample_eval.classifier_sample_metrics(fake, ctx.info.dataset, model)
+      out = sample_eval.classifier_sample_metrics(fake, ctx.info.dataset, model)
+      # Precision/recall and density/coverage against the test digits, in the same features.
+      scores = evaluate_samples(fake, sample_eval.unit_images(ctx.info.dataset.test_images),
+                                features=model)
+      out.update({k: scores[k] for k in ("precision", "recall", "density", "coverage")})
+      return out
     _, cov = scatter(state, "final")
     ctx.animate("samples")
     return {"modes_covered": int(cov.modes_covered), "num_modes": len(cov.counts),
@@ -278,6 +307,33 @@ def make_task(config, info: harness.DataInfo) -> harness.Task:
 
   return harness.Task(init=init, train_step=train_step, images=images, report=report,
                       evals={"game": harness.Eval(eval_step, during_training=True)})
+
+
+GRAD_NORM_KEYS = tuple(f"train/g_grad_norm_{k}" for k in GENERATOR_LOSSES)
+
+
+def grad_norm_chart(hist: dict, trained_with: str) -> np.ndarray | None:
+  """‖∇_θ L_G‖ of both generator losses (log scale) above D's accuracy and mean D(G(z)).
+
+  ``hist`` is ``ctx.history(*GRAD_NORM_KEYS, "train/d_accuracy", "train/d_fake")``;
+  None when the norms were never logged.
+  """
+  if not all(k in hist for k in GRAD_NORM_KEYS):
+    return None
+  names = {"minimax": "minimax (saturating) log(1 − D(G(z)))",
+           "non_saturating": "non-saturating −log D(G(z))"}
+  final = {k: hist[f"train/g_grad_norm_{k}"][1][-1] for k in GENERATOR_LOSSES}
+  top = plots.line_chart(
+      {names[k]: hist[f"train/g_grad_norm_{k}"] for k in GENERATOR_LOSSES}, logy=True,
+      ylabel="‖∇_θ L_G‖", xlabel="",
+      title=f"‖∇_θ L_G‖ of both generator losses at the same (G, D, z); trained with "
+      f"{trained_with}\nfinal minimax / non-saturating = "
+      f"{final['minimax'] / final['non_saturating']:.3g}")
+  lower = {label: hist[key] for label, key in (("D accuracy", "train/d_accuracy"),
+                                               ("mean D(G(z))", "train/d_fake")) if key in hist}
+  bottom = plots.line_chart(lower, ylabel="", hlines={"chance": 0.5},
+                            title="discriminator: accuracy on real vs fake, and D(G(z))")
+  return np.concatenate([top, bottom], axis=0)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
