@@ -8,16 +8,26 @@ this trainer fits :class:`dgmjax.nn.transformer.TokenTransformer` to those
 sequences, either autoregressively (``order=autoregressive``, DALL-E) or as a
 masked-token model (``order=masked``, MaskGIT), optionally class-conditional,
 and writes decoded samples. The tokens are encoded once and cached in the
-prior's workdir (``tokens.npz``); the tokenizer's data keys are used, the
-prior's ``dataset`` keys are ignored.
+prior's workdir (``tokens.npz``, with a record of the tokenizer they came
+from); the data set is the tokenizer's, so the prior's ``dataset`` key may
+only be ``""`` or the tokenizer's own.
+
+At the end, ``num_samples`` samples are decoded and scored with the project's
+digit classifier by the very functions ``train.gan`` uses
+(:func:`dgmjax.eval.samples.digit_classifier`,
+:func:`dgmjax.eval.samples.classifier_sample_metrics`), so classes covered,
+class KL and the Fréchet classifier distance compare across the two trainers;
+the sampling throughput (images/s after compilation) is recorded with them.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
 import os
+import time
 
 import jax
 import jax.numpy as jnp
@@ -25,20 +35,27 @@ import ml_collections
 import numpy as np
 import optax
 
+from dgmjax import data as dgdata
+from dgmjax import images as imglib
 from dgmjax import sampling
 from dgmjax.errors import ConfigError
 from dgmjax.eval import example_keys
+from dgmjax.eval import samples as sample_eval
 from dgmjax.losses import tokens as token_losses
 from dgmjax.nn.transformer import TokenTransformer
+from train import checkpoints as ckptlib
 from train import harness
 from train.state import count_params, create_train_state, step_key
 
 ORDERS = ("autoregressive", "masked")
-_EVAL_STREAM, _SAMPLE_STREAM = 2_000_001, 2_000_002
+#: Keys that fix the prior's parameters: a resume or evaluation must keep them.
+MODEL_KEYS = ("order", "class_conditional", "num_classes", "num_layers", "width", "num_heads")
+_EVAL_STREAM, _SAMPLE_STREAM, _METRIC_STREAM = 2_000_001, 2_000_002, 2_000_003
 
 
 def get_config() -> ml_collections.ConfigDict:
   c = harness.base_config()
+  c.dataset = ""  # "": the tokenizer's data set (anything else must name that same one)
   c.tokenizer = ""  # workdir of a finished train.vqvae or train.dvae run
   c.order = "autoregressive"  # "autoregressive" (DALL-E) | "masked" (MaskGIT)
   c.class_conditional = False
@@ -53,38 +70,103 @@ def get_config() -> ml_collections.ConfigDict:
   c.temperature = 1.0
   c.top_k = 0  # 0: off
   c.top_p = 1.0  # 1: off
-  c.num_samples = 64
   c.maskgit_steps = 8
   c.confidence_temperature = 4.5
+  c.num_samples = 5000  # samples scored at the end (as train.gan's num_eval_samples)
+  c.classifier_dir = ""  # "" = $DGMJAX_CACHE or ~/.cache/dgmjax (shared with train.gan)
+  c.classifier_steps = 400  # training steps of the metric classifier (first use only)
   return c
 
 
+def _shape_text(shape) -> str:
+  return "x".join(str(int(d)) for d in shape)
+
+
+def _fail_tokenizer(workdir: str, why: str):
+  raise ConfigError(f"config.tokenizer must be the workdir of a finished train.vqvae or "
+                    f"train.dvae run; {workdir!r} {why}.")
+
+
+def _fingerprint(workdir: str, step: int) -> str:
+  """A short hash of a checkpoint's manifest (the SHA-256 of every file of it)."""
+  path = os.path.join(workdir, "checkpoints", str(step), ckptlib.MANIFEST)
+  try:
+    with open(path, "rb") as f:
+      return hashlib.sha256(f.read()).hexdigest()[:16]
+  except OSError:  # a checkpoint written before manifests existed
+    return ""
+
+
+def _tokenizer_run(workdir: str) -> tuple[str, ml_collections.ConfigDict, int]:
+  """``(kind, config, latest step)`` of a tokenizer workdir, or one ConfigError."""
+  from train import dvae, vqvae
+
+  if not workdir:
+    _fail_tokenizer(workdir, "was given (it is empty; e.g. --config.tokenizer=workdir/vqvae)")
+  if not os.path.isdir(workdir):
+    _fail_tokenizer(workdir, "does not exist" if not os.path.exists(workdir)
+                    else "is not a directory")
+  path = os.path.join(workdir, "config.json")
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+  except FileNotFoundError:
+    _fail_tokenizer(workdir, "has no config.json")
+  except (OSError, ValueError) as e:
+    _fail_tokenizer(workdir, f"has an unreadable config.json ({type(e).__name__})")
+  if not isinstance(saved, dict):
+    _fail_tokenizer(workdir, "has a config.json that is not a config")
+  if "tokenizer" in saved:
+    _fail_tokenizer(workdir, "is a train.prior run, not a tokenizer")
+  if "codebook" in saved:
+    kind, defaults = "vqvae", vqvae.get_config()
+  elif "estimator" in saved:
+    kind, defaults = "dvae", dvae.get_config()
+  else:
+    _fail_tokenizer(workdir, "is a run of another trainer (its config.json has neither the "
+                    "VQ-VAE's 'codebook' key nor the dVAE's 'estimator' key)")
+  cfg = ml_collections.ConfigDict(saved)
+  for key, value in defaults.items():
+    if key not in cfg:  # a workdir from before the key existed: the default then
+      cfg[key] = value
+    elif isinstance(value, tuple):  # JSON turns tuples into lists
+      cfg[key] = tuple(cfg[key])
+  steps = ckptlib.complete_steps(os.path.join(workdir, "checkpoints"))
+  if not steps:
+    _fail_tokenizer(workdir, "has no checkpoint (train it first)")
+  if steps[0] < cfg.num_steps:
+    _fail_tokenizer(workdir, f"has not finished: its latest checkpoint is step {steps[0]} of "
+                    f"num_steps={cfg.num_steps} (rerun its training command to finish it)")
+  return kind, cfg, steps[0]
+
+
 class Tokenizer:
-  """A restored tokenizer run: images <-> (B, N) raster-order tokens."""
+  """A restored tokenizer run: images <-> (B, N) raster-order tokens.
+
+  Use :func:`load_tokenizer`, which checks the workdir first.
+  """
 
   def __init__(self, workdir: str):
     from train import dvae, vqvae  # only the chosen tokenizer's trainer is used
 
-    path = os.path.join(workdir, "config.json")
-    if not workdir or not os.path.exists(path):
-      raise ConfigError(f"config.tokenizer must be the workdir of a finished train.vqvae or "
-                        f"train.dvae run (with config.json), got {workdir!r}.")
-    with open(path) as f:
-      cfg = ml_collections.ConfigDict(json.load(f))
-    for key in ("channels", "hidden"):  # JSON turns tuples into lists
-      if key in cfg:
-        cfg[key] = tuple(cfg[key])
-    self.workdir, self.config = os.path.abspath(workdir), cfg
-    self.kind = "vqvae" if "codebook" in cfg else "dvae"
+    kind, cfg, _ = _tokenizer_run(workdir)
+    self.workdir, self.config, self.kind = os.path.realpath(workdir), cfg, kind
     train, test, info = harness.load_data(cfg)
+    self.dataset = info.dataset
     self.splits, self.image_shape = {"train": train, "test": test}, tuple(info.image_shape)
     example = harness.formatted({"image": test["image"][:8]}, cfg.pixel_format)
-    trainer = vqvae if self.kind == "vqvae" else dvae
+    trainer = vqvae if kind == "vqvae" else dvae
     state, self.step = harness.restore_state(workdir, trainer.make_task(cfg, info), cfg, example)
-    if self.kind == "vqvae":
+    if self.step < cfg.num_steps:  # the newer steps were damaged
+      _fail_tokenizer(workdir, f"has no usable checkpoint of its last step {cfg.num_steps} "
+                      f"(the newest good one is step {self.step})")
+    self.fingerprint = _fingerprint(workdir, self.step)
+    if kind == "vqvae":
       model = vqvae.build_model(cfg, self.image_shape[-1])
-      var = {"params": state.params, **({"vq_ema": state.extra} if cfg.codebook == "ema" else {})}
-      self.vocab_size = cfg.num_codes
+      # FSQ and LFQ keep no codebook statistics (extra is None for them).
+      var = {"params": state.params, **({"vq_ema": state.extra} if state.extra is not None
+                                        else {})}
+      self.vocab_size = model.vocab_size  # num_codes, or Π levels for FSQ
       encode = lambda x: model.apply(var, x, method="encode")
       unit = (lambda x: (x + 1) / 2) if cfg.pixel_format == "symmetric" else (lambda x: x)
       decode = lambda t: unit(model.apply(var, t, method="decode_indices"))
@@ -99,6 +181,21 @@ class Tokenizer:
     self.encode = jax.jit(lambda x: encode(x).reshape(len(x), -1).astype(jnp.int32))
     self.decode = jax.jit(lambda t: jnp.clip(decode(t.reshape(len(t), *self.grid)), 0, 1))
 
+  @property
+  def record(self) -> dict:
+    """What a prior trained on these tokens depends on (kept in ``tokens.npz``)."""
+    return {"tokenizer": self.workdir, "step": int(self.step), "fingerprint": self.fingerprint,
+            "image_shape": [int(d) for d in self.image_shape], "seq_len": int(self.seq_len),
+            "vocab_size": int(self.vocab_size)}
+
+  def metric_dataset(self) -> dgdata.ImageDataset:
+    """The grey images the digit classifier is trained on (as for ``train.gan``)."""
+    if self.config.pixel_format != "binary_static":
+      return self.dataset
+    # binary_static stores binarized pixels; the classifier sees the originals.
+    return dgdata.load_image_dataset(self.config.dataset, data_dir=self.config.data_dir or None,
+                                     limit=self.config.data_limit or None)
+
   def tokens(self, split: str, batch: int = 256) -> np.ndarray:
     x = harness.formatted(self.splits[split], self.config.pixel_format, split)["image"]
     return np.concatenate([np.asarray(self.encode(x[i:i + batch]))
@@ -106,29 +203,111 @@ class Tokenizer:
 
 
 @functools.lru_cache(maxsize=4)
+def _load_tokenizer(path: str, step: int, fingerprint: str) -> Tokenizer:
+  del step, fingerprint  # cache keys: a retrained tokenizer is loaded again
+  return Tokenizer(path)
+
+
 def load_tokenizer(workdir: str) -> Tokenizer:
-  return Tokenizer(workdir)
+  """The tokenizer of a finished ``train.vqvae`` / ``train.dvae`` workdir (cached)."""
+  _, _, step = _tokenizer_run(workdir)
+  return _load_tokenizer(os.path.realpath(workdir), step, _fingerprint(workdir, step))
+
+
+def tokenizer_change(old: dict, new: dict, workdir: str) -> str | None:
+  """Why a prior trained on ``old`` tokens cannot go on with ``new`` ones (None: it can)."""
+  if old == new:
+    return None
+
+  def what(r):
+    return (f"{_shape_text(r['image_shape'])} images as {r['seq_len']} tokens over "
+            f"{r['vocab_size']} codes")
+
+  def shape(r):
+    return (list(r["image_shape"]), r["seq_len"], r["vocab_size"])
+
+  if shape(old) != shape(new):
+    return (f"config.tokenizer {new['tokenizer']} encodes {what(new)}, but the prior in "
+            f"{workdir} was trained on a tokenizer of {what(old)} ({old['tokenizer']}); use a "
+            f"new --workdir for a prior over this tokenizer.")
+  if old["tokenizer"] != new["tokenizer"]:
+    return (f"cannot resume {workdir} with config.tokenizer={new['tokenizer']!r}: it was "
+            f"trained on the tokens of {old['tokenizer']!r}. Use "
+            f"--config.tokenizer={old['tokenizer']!r}, or a new --workdir.")
+  again = "" if old["step"] != new["step"] else " with other weights"
+  return (f"config.tokenizer {new['tokenizer']} changed since the prior in {workdir} was "
+          f"trained on it (its checkpoint was step {old['step']}, now step {new['step']}"
+          f"{again}), so its codes mean something else now; use a new --workdir.")
+
+
+def _check_model_keys(config, workdir: str) -> None:
+  """A trained prior is resumed or evaluated only with the model it was trained as."""
+  try:
+    with open(os.path.join(workdir, "config.json")) as f:
+      saved = json.load(f)
+  except (OSError, ValueError):
+    return
+  for key in MODEL_KEYS:
+    if key not in saved or saved[key] == config[key]:
+      continue
+    if key == "num_classes" and not (config.class_conditional and saved.get("class_conditional")):
+      continue  # no class token: num_classes is not part of the model
+    raise ConfigError(
+        f"cannot resume or evaluate {workdir} with config.{key}={config[key]!r}: its "
+        f"checkpoints were trained with {key}={saved[key]!r}. Use "
+        f"--config.{key}={saved[key]!r}, or a new --workdir.")
+
+
+def _check_dataset(config, tok: Tokenizer) -> None:
+  if config.dataset not in ("", tok.config.dataset):
+    raise ConfigError(
+        f"config.dataset must be '' (the tokenizer's data) or the tokenizer's own "
+        f"{tok.config.dataset!r} ({_shape_text(tok.image_shape)} images), got "
+        f"{config.dataset!r}: a prior models the codes of the images its tokenizer was "
+        f"trained on, so train a tokenizer on {config.dataset} first.")
+
+
+def _read_cache(path: str) -> dict | None:
+  try:
+    with np.load(path) as z:
+      return {k: z[k] for k in z.files}
+  except FileNotFoundError:
+    return None
+  except (OSError, ValueError, KeyError) as e:  # a damaged cache: encode again
+    print(f"warning: ignoring the token cache {path} ({type(e).__name__}); encoding again.",
+          flush=True)
+    return None
 
 
 def load_tokens(config, workdir: str):
   """``harness.train_and_evaluate``'s ``load``: token splits, encoded once per tokenizer."""
+  validate(config)  # bad sampling or model keys fail before a tokenizer is loaded
   tok = load_tokenizer(config.tokenizer)
+  _check_dataset(config, tok)
+  trained = bool(ckptlib.complete_steps(os.path.join(workdir, "checkpoints")))
+  if trained:
+    _check_model_keys(config, workdir)
   cache = os.path.join(workdir, "tokens.npz")
-  stamp = f"{tok.workdir}@{tok.step}"
-  arrays = None
-  if os.path.exists(cache):
-    with np.load(cache) as z:
-      if str(z["stamp"]) == stamp:
-        arrays = {k: z[k] for k in z.files}
+  arrays = _read_cache(cache)
+  if arrays is not None:
+    old = json.loads(str(arrays["record"])) if "record" in arrays else None
+    if old != tok.record:
+      why = tokenizer_change(old, tok.record, workdir) if old is not None else None
+      if trained and why:
+        raise ConfigError(why)
+      arrays = None
   if arrays is None:
-    arrays = {"stamp": np.array(stamp)}
+    arrays = {"record": np.array(json.dumps(tok.record, sort_keys=True))}
     for split in ("train", "test"):
       arrays[f"{split}_tokens"] = tok.tokens(split)
       arrays[f"{split}_label"] = np.asarray(tok.splits[split]["label"], np.int32)
     if jax.process_index() == 0:
       tmp = cache + ".tmp.npz"
-      np.savez(tmp, **arrays)
-      os.replace(tmp, cache)  # never a half-written cache
+      try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, cache)  # never a half-written cache
+      except OSError as e:  # a read-only workdir (eval_only): encode again next time
+        print(f"note: could not cache the tokens in {cache} ({e.strerror}).", flush=True)
   split = {s: {"tokens": arrays[f"{s}_tokens"], "label": arrays[f"{s}_label"]}
            for s in ("train", "test")}
   if config.class_conditional and split["train"]["label"].max() >= config.num_classes:
@@ -142,11 +321,12 @@ def load_tokens(config, workdir: str):
 def validate(config) -> None:
   harness.check_config(
       config, choices={"order": ORDERS, "class_conditional": (True, False)},
-      ints={"num_layers": 1, "width": 1, "num_heads": 1, "top_k": 0, "num_samples": 1,
-            "maskgit_steps": 1, "num_classes": 1},
+      ints={"num_layers": 1, "width": 1, "num_heads": 1, "num_samples": 2,
+            "maskgit_steps": 1, "num_classes": 1, "classifier_steps": 1},
       ranges={"temperature": "(0, inf)", "top_p": "(0, 1]",
               "confidence_temperature": "[0, inf)"})
   need = harness.config_check(config)
+  need(harness.is_int(config.top_k, 0), "top_k", "an int >= 1, or 0 for no top-k filtering")
   need(config.width % config.num_heads == 0, "width", f"divisible by num_heads={config.num_heads}")
 
 
@@ -157,17 +337,26 @@ def build_model(config, tok: Tokenizer) -> TokenTransformer:
       num_classes=config.num_classes if config.class_conditional else 0)
 
 
-def sample(config, model: TokenTransformer, params, key, labels=None) -> jax.Array:
-  """``config.num_samples`` token sequences from the prior."""
+def sample(config, model: TokenTransformer, params, key, labels=None, *,
+           batch_size: int | None = None) -> jax.Array:
+  """``batch_size`` token sequences from the prior (default ``len(labels)``, else 64)."""
+  if batch_size is None:
+    batch_size = 64 if labels is None else len(labels)
   filters = dict(temperature=float(config.temperature), top_k=config.top_k or None,
                  top_p=float(config.top_p) if config.top_p < 1 else None)
   if model.causal:
-    return sampling.autoregressive_sample(key, model, params, batch_size=config.num_samples,
+    return sampling.autoregressive_sample(key, model, params, batch_size=batch_size,
                                           labels=labels, **filters)
-  return sampling.maskgit_sample(key, model, params, batch_size=config.num_samples,
+  return sampling.maskgit_sample(key, model, params, batch_size=batch_size,
                                  labels=labels, num_steps=config.maskgit_steps,
                                  confidence_temperature=float(config.confidence_temperature),
                                  **filters)
+
+
+def class_grid_labels(config) -> tuple[np.ndarray, int]:
+  """Labels of the class-conditional picture, row r all class r, and its columns."""
+  per_row = max(1, config.num_images // config.num_classes)
+  return np.repeat(np.arange(config.num_classes, dtype=np.int32), per_row), per_row
 
 
 def make_task(config, info: harness.DataInfo) -> harness.Task:
@@ -204,18 +393,67 @@ def make_task(config, info: harness.DataInfo) -> harness.Task:
     return {"nats_per_token": per_example(state.params, batch, keys)}
 
   def images(state, batch):
-    labels = (jnp.arange(config.num_samples) % config.num_classes
-              if config.class_conditional else None)
+    """The same prior draws at every picture step; class-conditional: one row per class."""
     key = jax.random.fold_in(jax.random.key(config.seed), _SAMPLE_STREAM)
-    return {"samples": np.asarray(tok.decode(sample(config, model, state.params, key, labels)))}
+    if not config.class_conditional:
+      seqs = sample(config, model, state.params, key, batch_size=config.num_images)
+      return {"samples": np.asarray(tok.decode(seqs))}
+    labels, per_row = class_grid_labels(config)
+    seqs = sample(config, model, state.params, key, jnp.asarray(labels))
+    return {"samples": imglib.make_grid(np.asarray(tok.decode(seqs)), ncol=per_row)}
+
+  def draw(state) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    """``num_samples`` decoded samples (in batches of one fixed shape) and their speed."""
+    n = config.num_samples
+    b = min(config.eval_batch_size, n)
+    chunks = -(-n // b)
+    labels = (np.arange(chunks * b, dtype=np.int32) % config.num_classes
+              if config.class_conditional else None)
+    key = jax.random.fold_in(jax.random.key(config.seed), _METRIC_STREAM)
+
+    def chunk(i):
+      lab = None if labels is None else jnp.asarray(labels[i * b:(i + 1) * b])
+      seqs = sample(config, model, state.params, jax.random.fold_in(key, i), lab, batch_size=b)
+      return np.asarray(jax.block_until_ready(tok.decode(seqs)))
+
+    t0 = time.perf_counter()
+    out = [chunk(0)]  # compiles the sampler and the decoder
+    first_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    out += [chunk(i) for i in range(1, chunks)]
+    timed = (chunks - 1) * b
+    if chunks == 1:  # nothing ran after compilation: time the same batch again
+      chunk(0)
+      timed = b
+    elapsed = max(time.perf_counter() - t1, 1e-9)
+    speed = {"sample/images_per_sec": timed / elapsed, "sample/first_batch_s": first_s}
+    return np.concatenate(out)[:n], None if labels is None else labels[:n], speed
 
   def report(state, ctx: harness.Context):
     nats = float(ctx.results["nll"]["test"]["nats_per_token"])
     # Masked order: the cross-entropy of masked tokens at a random ratio, not a likelihood.
     name = "test/bits_per_token" if model.causal else "test/masked_bits_per_token"
-    return {name: nats / math.log(2), "num_params": count_params(state.params),
-            "vocab_size": tok.vocab_size, "seq_len": tok.seq_len,
-            "uniform_bits_per_token": math.log2(tok.vocab_size)}
+    out = {name: nats / math.log(2), "num_params": count_params(state.params),
+           "vocab_size": tok.vocab_size, "seq_len": tok.seq_len,
+           "uniform_bits_per_token": math.log2(tok.vocab_size)}
+    fake, labels, speed = draw(state)
+    # Exactly train.gan's figures: its classifier (trained once per data set and
+    # cached) and its metric function, so the numbers compare.
+    dataset = tok.metric_dataset()
+    classifier = sample_eval.digit_classifier(dataset, cache_dir=config.classifier_dir or None,
+                                              steps=config.classifier_steps)
+    out.update(sample_eval.classifier_sample_metrics(fake, dataset, classifier))
+    if labels is not None:
+      probs, _ = classifier.predict(fake)
+      out["label_accuracy"] = float(np.mean(probs.argmax(-1) == labels))
+    out.update(speed)
+    out["sampling"] = {"order": config.order, "num_samples": config.num_samples,
+                       "temperature": float(config.temperature), "top_k": config.top_k,
+                       "top_p": float(config.top_p),
+                       **({"maskgit_steps": config.maskgit_steps,
+                           "confidence_temperature": float(config.confidence_temperature)}
+                          if not model.causal else {})}
+    return out
 
   return harness.Task(init=init, train_step=train_step, images=images, report=report,
                       evals={"nll": harness.Eval(eval_step, during_training=True)})
