@@ -34,7 +34,8 @@ PyTree = Any
 MANIFEST = "dgmjax_manifest.json"
 DAMAGED_DIR = "checkpoints.damaged"
 #: Config keys that fix the data stream: a resume must use the same values.
-RESUME_KEYS = ("dataset", "data_limit", "pixel_format", "batch_size", "seed")
+RESUME_KEYS = ("dataset", "data_limit", "pixel_format", "batch_size", "seed", "image_size",
+               "train_split", "random_crop", "random_flip")
 
 
 def _hash_file(path: str) -> str:

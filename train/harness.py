@@ -47,10 +47,17 @@ PyTree = Any
 def base_config() -> ml_collections.ConfigDict:
   """Keys every trainer has. Trainers add their own model keys."""
   c = ml_collections.ConfigDict()
-  c.dataset = "digits"  # "digits" (offline) or "tfds:<name>"
+  c.dataset = "digits"  # "digits" (offline), "tfds:<name>" or a prepared TFDS dataset folder
   c.data_dir = ""  # TFDS data dir ("" = TFDS default)
   c.pixel_format = "unit"
   c.data_limit = 0  # >0: keep only this many images per split (smoke runs)
+  # Streamed datasets (all but the digits at native size; dgmjax/data/pipeline.py):
+  c.image_size = 0  # >0: square crop + area resize to this side; 0: native size
+  c.train_split = "train"
+  c.test_split = "test"  # e.g. "validation" for ImageNet
+  c.data_workers = 0  # processes preparing batches ahead; 0: in the training process
+  c.random_crop = False  # training crops the square at a random position, not the centre
+  c.random_flip = False  # training mirrors images left-right with probability 1/2
   c.seed = 0
   c.batch_size = 128
   c.eval_batch_size = 256
@@ -136,7 +143,14 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     need(isinstance(config[key], int) and config[key] >= 1, key, "an int >= 1")
   for key in ("eval_every", "image_every", "data_limit"):
     need(isinstance(config[key], int) and config[key] >= 0, key, "an int >= 0")
-  check_config(config, ints={"seed": 0}, ranges={"learning_rate": "(0, inf)"})
+  check_config(config, ints={"seed": 0, "data_workers": 0}, ranges={"learning_rate": "(0, inf)"})
+  size = config.image_size
+  need(is_int(size, 0) and (size == 0 or size >= dgdata.pipeline.MIN_IMAGE_SIZE), "image_size",
+       f"0 (native size) or an int >= {dgdata.pipeline.MIN_IMAGE_SIZE}")
+  for key in ("random_crop", "random_flip"):
+    need(isinstance(config[key], bool), key, "True or False")
+  for key in ("train_split", "test_split"):
+    need(isinstance(config[key], str) and bool(config[key]), key, "a split name")
   dgdata.pixels.check_pixel_format(config.pixel_format)
   ndev = jax.device_count()
   for key in ("batch_size", "eval_batch_size"):
@@ -313,12 +327,41 @@ def load_data(config) -> tuple[dict, dict, DataInfo]:
       config.dataset,
       data_dir=config.data_dir or None,
       pixel_format=config.pixel_format,
+      train_split=config.get("train_split", "train"),
+      test_split=config.get("test_split", "test"),
       limit=config.data_limit or None,
   )
   train = {"image": ds.train_images, "label": ds.train_labels}
   test = {"image": ds.test_images, "label": ds.test_labels}
   info = DataInfo(ds.image_shape, len(ds.train_images), len(ds.test_images), ds)
   return train, test, info
+
+
+def open_streamed(config) -> dict[str, dgdata.pipeline.ImageSplit]:
+  """``{"train", "test"}`` splits of ``config.dataset``, opened for streaming (nothing loaded)."""
+  return {role: dgdata.pipeline.open_image_split(
+              config.dataset, config[f"{role}_split"], role=role, image_size=config.image_size,
+              pixel_format=config.pixel_format, data_dir=config.data_dir or None,
+              limit=config.data_limit or None, split_key=f"{role}_split",
+              eval_seed=EVAL_BINARIZATION_SEEDS[role])
+          for role in ("train", "test")}
+
+
+_STREAM_KEYS = {"image_size": 0, "data_workers": 0, "random_crop": False, "random_flip": False}
+
+
+def _check_in_memory(config, *, custom: bool) -> None:
+  """The streaming keys mean nothing for data held in memory: say so instead of ignoring them."""
+  for key, default in _STREAM_KEYS.items():
+    if key in config and config[key] != default:
+      why = ("this trainer brings its own data" if custom else
+             "the digits at their native size are held in memory; --config.image_size=28 "
+             "streams them")
+      raise ConfigError(f"config.{key}={config[key]!r} applies to streamed datasets only ({why}).")
+
+
+def _without_index(batch: dict) -> dict:
+  return {k: v for k, v in batch.items() if k != "index"}
 
 
 # One fixed binarization per split for every evaluation, whatever config.seed,
@@ -362,12 +405,14 @@ def compile_train_step(task: Task, mesh) -> Callable:
   )
 
 
-def make_evaluator(step: Callable, mesh, batch_size: int, *, gather: bool = False) -> Callable:
+def make_evaluator(step: Callable, mesh, batch_size: int, *, gather: bool = False,
+                   workers: int = 0) -> Callable:
   """``(state, arrays) -> {name: value}`` for a whole split, in fixed-size batches.
 
   ``gather=False``: the mean over all examples of each per-example value
   (scalars or vectors), padding masked out. ``gather=True``: each value for
-  every example, concatenated in order, as NumPy.
+  every example, concatenated in order, as NumPy. A streamed split is read
+  batch by batch, prepared by ``workers`` background threads.
   """
   repl, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
 
@@ -383,23 +428,30 @@ def make_evaluator(step: Callable, mesh, batch_size: int, *, gather: bool = Fals
                      in_shardings=(repl, data) if gather else (repl, data, data),
                      out_shardings=repl)
 
-  def evaluate(state, arrays):
+  def local_batches(arrays, bs):
+    """``(this process's slice of each padded global batch, its mask, real rows in the batch)``."""
+    n = len(next(iter(arrays.values())))
     # Each example's position in its split, so a step can fold it into its
     # key: results then do not depend on the batch size or device count.
-    n = len(next(iter(arrays.values())))
     arrays = {"index": np.arange(n, dtype=np.int32), **arrays}
+    pi, per = jax.process_index(), bs // jax.process_count()
+    for batch, mask in dgdata.padded_batches(arrays, bs):
+      local = {k: v[pi * per : (pi + 1) * per] for k, v in batch.items()}
+      yield local, mask[pi * per : (pi + 1) * per], int(mask.sum())
+
+  def evaluate(state, arrays):
+    """``arrays``: a whole split in memory, or a streamed ``dgmjax.data.pipeline.ImageSplit``."""
+    streamed = isinstance(arrays, dgdata.pipeline.ImageSplit)
+    n = arrays.num_examples if streamed else len(next(iter(arrays.values())))
     totals, parts, count = {}, [], 0.0
-    nproc, pi = jax.process_count(), jax.process_index()
     ndev = jax.device_count()
     # A split smaller than one batch is padded only up to the device count.
     bs = min(batch_size, -(-n // ndev) * ndev)
-    per = bs // nproc
-    for batch, mask in dgdata.padded_batches(arrays, bs):
-      local = {k: v[pi * per : (pi + 1) * per] for k, v in batch.items()}
-      local["_mask"] = mask[pi * per : (pi + 1) * per]
-      g = dgdata.put_batch(local, data, bs)
+    batches = (arrays.eval_batches(bs, workers=workers) if streamed
+               else local_batches(arrays, bs))
+    for local, local_mask, real in batches:
+      g = dgdata.put_batch({**local, "_mask": local_mask}, data, bs)
       inputs = {k: v for k, v in g.items() if k != "_mask"}
-      real = int(mask.sum())
       if gather:
         parts.append({k: np.asarray(v)[:real] for k, v in jax.device_get(compiled(state, inputs)).items()})
         continue
@@ -624,23 +676,44 @@ def train_and_evaluate(
   validate_config(config)
   is_main = jax.process_index() == 0
   writable = workdir_lib.prepare(workdir, read_only_ok=config.eval_only)
-  train_arrays, test_arrays, info = load(config)
-  cli.validate_run(config, len(next(iter(train_arrays.values()))))
-  if transform is None:
+  # Streamed: read record by record through dgmjax.data.pipeline (grain);
+  # otherwise whole splits in memory (the offline digits, custom ``load``).
+  streamed = load is load_data and dgdata.pipeline.is_streamed(config.dataset, config.image_size)
+  if streamed:
+    if transform is not None:
+      raise ValueError("transform= applies to data held in memory, not to a streamed dataset.")
+    splits = open_streamed(config)
+    info = DataInfo(splits["train"].image_shape, splits["train"].num_examples,
+                    splits["test"].num_examples)
+    num_train = info.num_train
+  else:
+    _check_in_memory(config, custom=load is not load_data)
+    train_arrays, test_arrays, info = load(config)
+    num_train = len(next(iter(train_arrays.values())))
+  cli.validate_run(config, num_train)
+  if transform is None and not streamed:
     transform = image_transform(config.pixel_format) if "image" in train_arrays else None
   task = make_task(config, info)
   mesh = make_mesh()
   data_sharding = NamedSharding(mesh, P("data"))
 
-  loader = dgdata.BatchLoader(
-      train_arrays, batch_size=config.batch_size, seed=config.seed,
-      sharding=data_sharding, transform=transform,
-  )
-  raw_splits = {"train": train_arrays, "test": test_arrays}
+  if streamed:
+    loader = dgdata.pipeline.ImageStream(
+        splits["train"], batch_size=config.batch_size, seed=config.seed,
+        sharding=data_sharding, workers=config.data_workers,
+        random_crop=config.random_crop, random_flip=config.random_flip)
+  else:
+    loader = dgdata.BatchLoader(
+        train_arrays, batch_size=config.batch_size, seed=config.seed,
+        sharding=data_sharding, transform=transform,
+    )
+    raw_splits = {"train": train_arrays, "test": test_arrays}
   split_cache: dict[str, dict] = {}
 
-  def split_data(split: str) -> dict:
-    """A whole split as every evaluation sees it, formatted once."""
+  def split_data(split: str):
+    """A whole split as every evaluation sees it, formatted once (streamed: read each time)."""
+    if streamed:
+      return splits[split]
     if split not in split_cache:
       arrays = raw_splits[split]
       split_cache[split] = (formatted(arrays, config.pixel_format, split)
@@ -648,14 +721,19 @@ def train_and_evaluate(
     return split_cache[split]
 
   test_f = split_data("test")
-  n_ex = min(config.batch_size, len(next(iter(test_f.values()))))
-  example = {k: v[:n_ex] for k, v in test_f.items()}
+  if streamed:
+    n_test = test_f.num_examples
+    example = _without_index(test_f.examples(range(min(config.batch_size, n_test))))
+  else:
+    n_test = len(next(iter(test_f.values())))
+    example = {k: v[:min(config.batch_size, n_test)] for k, v in test_f.items()}
   check_example(example, info)  # before anything compiles
   for name, ev in task.evals.items():
     unknown = set(ev.splits) - set(SPLIT_PREFIX)
     if unknown:
       raise ValueError(f"Eval {name!r} asks for unknown splits {sorted(unknown)}.")
-  evaluators = {name: make_evaluator(ev.step, mesh, config.eval_batch_size, gather=ev.gather)
+  evaluators = {name: make_evaluator(ev.step, mesh, config.eval_batch_size, gather=ev.gather,
+                                    workers=config.data_workers if streamed else 0)
                 for name, ev in task.evals.items()}
   periodic = [name for name, ev in task.evals.items() if ev.during_training and not ev.gather]
 
@@ -668,9 +746,9 @@ def train_and_evaluate(
     return out
 
   # Evenly spaced over the split, so pictures show every class of a sorted set.
-  n_test = len(next(iter(test_f.values())))
   pick = np.linspace(0, n_test - 1, min(config.num_images, n_test)).astype(int)
-  image_batch = {k: v[pick] for k, v in test_f.items()}
+  image_batch = (_without_index(test_f.examples(pick)) if streamed
+                 else {k: v[pick] for k, v in test_f.items()})
 
   repl = NamedSharding(mesh, P())
   init = jax.jit(task.init, out_shardings=repl)
@@ -742,6 +820,8 @@ def train_and_evaluate(
                                               for k, v in summary.items()}))
     return summary
   finally:
+    if streamed:
+      loader.close()  # its worker processes
     if writer is not None:
       writer.close()
     ckpt.wait()

@@ -87,8 +87,12 @@ def validate(config, info: harness.DataInfo) -> None:
   need(config.pixel_format in ("unit", "symmetric"), "pixel_format",
        "'unit' or 'symmetric' for the VQ-VAE (MSE decoder)")
   h, w, _ = info.image_shape
-  need(h % 4 == 0 and w % 4 == 0, "dataset", f"images whose sides are multiples of 4, not "
-       f"{info.image_shape}")
+  down = 2 ** len(config.channels)  # one stride-2 convolution per encoder level
+  if config.get("image_size"):
+    need(config.image_size % down == 0, "image_size",
+         f"a multiple of {down} (the encoder halves the image {len(config.channels)} times)")
+  need(h % down == 0 and w % down == 0, "dataset", f"images whose sides are multiples of "
+       f"{down}, not {info.image_shape} (or set config.image_size)")
 
 
 def make_task(config, info: harness.DataInfo) -> harness.Task:

@@ -7,6 +7,11 @@
 * ``"tfds:<name>"``, e.g. ``tfds:mnist``, ``tfds:fashion_mnist``,
   ``tfds:cifar10``: any TFDS image dataset prepared as array_record in
   ``data_dir`` (see ``dgmjax.data.tfds_source`` for how to prepare it).
+
+Datasets too large for memory, or whose images differ in size, are streamed
+instead: ``dgmjax.data.pipeline`` (grain) reads them record by record, and
+``dgmjax.data.tfds_writer`` writes your own images as such a dataset
+without TensorFlow.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import dataclasses
 
 import numpy as np
 
-from dgmjax.data import pixels, toy
+from dgmjax.data import pipeline, pixels, toy
 from dgmjax.data.digits import load_digits
 from dgmjax.data.loader import BatchLoader, padded_batches, put_batch
 from dgmjax.data.tfds_source import DatasetUnavailableError, load_tfds_images
@@ -28,6 +33,7 @@ __all__ = [
     "ImageDataset",
     "load_image_dataset",
     "padded_batches",
+    "pipeline",
     "pixels",
     "put_batch",
     "toy",
