@@ -146,40 +146,39 @@ class DgmjaxRunner:
       return layer.apply({**rest, "params": params}, x, train=True, mutable=["vq_ema"],
                          rngs={"vq_restart": key})
 
+    # The rng key is split inside the jitted call (no extra dispatch per call).
     @jax.jit
     def fwd_bwd(variables, x, w, key):
+      key, use = jax.random.split(key)
       params = variables.get("params", {})
       rest = {k: v for k, v in variables.items() if k != "params"}
 
       def objective(params, x):
-        out, upd = apply(params, rest, x, key)
+        out, upd = apply(params, rest, x, use)
         return jnp.sum(out.z * w) + jnp.mean(out.loss), (upd, out.perplexity)
 
       (gp, gx), (upd, ppl) = jax.grad(objective, argnums=(0, 1), has_aux=True)(params, x)
-      return {**variables, **upd}, gp, gx, ppl
+      return {**variables, **upd}, key, gp, gx, ppl
 
     @jax.jit
     def fwd(variables, x, key):
+      key, use = jax.random.split(key)
       params = variables.get("params", {})
       rest = {k: v for k, v in variables.items() if k != "params"}
-      out, upd = apply(params, rest, x, key)
-      return {**variables, **upd}, out.z, out.loss, out.perplexity
+      out, upd = apply(params, rest, x, use)
+      return {**variables, **upd}, key, out.z, out.loss, out.perplexity
 
     self._fwd_bwd, self._fwd = fwd_bwd, fwd
 
-  def _next_key(self):
-    self.key, key = jax.random.split(self.key)
-    return key
-
   def fwd_bwd(self):
-    out = self._fwd_bwd(self.vars, self.x, self.w, self._next_key())
+    out = self._fwd_bwd(self.vars, self.x, self.w, self.key)
     jax.block_until_ready(out)
-    self.vars = out[0]
+    self.vars, self.key = out[0], out[1]
 
   def fwd(self):
-    out = self._fwd(self.vars, self.x, self._next_key())
+    out = self._fwd(self.vars, self.x, self.key)
     jax.block_until_ready(out)
-    self.vars = out[0]
+    self.vars, self.key = out[0], out[1]
 
 
 class TorchRunner:
