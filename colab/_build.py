@@ -803,6 +803,140 @@ def avb_nb():
 
 
 # ----------------------------------------------------------------------------
+# 5b. Token prior: tokenizer -> prior -> samples
+# ----------------------------------------------------------------------------
+def token_prior_nb():
+  return [
+      trainer_header("Generating digits from discrete codes: a token prior with dgmjax", '''
+      Lecture 7, DALL-E slide: "Since latent space is discrete we could train autoregressive
+      transformers in it." A VQ-VAE alone only reconstructs; this notebook makes it generative in
+      two stages, as the VQ-VAE paper (PixelCNN prior), DALL-E (a transformer over dVAE tokens)
+      and MaskGIT (a bidirectional transformer, parallel decoding) do:
+
+      1. `train.vqvae` learns the **tokenizer**: each 28×28 digit becomes a 7×7 grid of code
+         indices (K codes), and back;
+      2. `train.prior` encodes every image once into a 49-token sequence (raster order) and fits a
+         small transformer to those sequences, autoregressively (`p(x_i | x_<i)`, sampled with a
+         key–value cache) or as MaskGIT (`order = "masked"`);
+      3. samples from the prior are decoded by the tokenizer into new digits and scored with the
+         project's digit classifier — the same classifier and the same function `train.gan`
+         uses: classes covered, class-histogram KL to uniform, and a Fréchet distance on the
+         classifier's features (**not** FID: Inception weights cannot be downloaded here).
+      '''),
+      settings("token_prior", '''
+  ORDER = "autoregressive"  # or "masked" (MaskGIT decoding)
+  CLASS_CONDITIONAL = False  # True: a class token, and a sample grid with one row per digit
+  '''),
+      INSTALL, DEVICES_MD, DEVICES, DATA_MD, DATA, HELPERS,
+      md('''
+      ## 1. The tokenizer: a VQ-VAE
+
+      `train.vqvae.get_config()`: 2000 steps, K = 512 codes of dimension 32, a 7×7 grid per image
+      (two stride-2 downsamplings). The prior needs a **finished** tokenizer run: its config and its
+      last checkpoint are read from the work directory.
+      '''),
+      code('''
+      from train import vqvae
+
+      TINY_TOKENIZER = dict(
+          num_steps=30, log_every=10, checkpoint_every=30, data_limit=512, batch_size=32,
+          eval_batch_size=128, num_images=16, num_codes=64, code_dim=8, channels=(16, 16),
+          res_hidden=8, num_res_blocks=1)
+
+      tok_config = vqvae.get_config()
+      tok_config.dataset = DATASET
+      tok_config.data_dir = DATA_DIR
+      if TINY:
+        tok_config.update(TINY_TOKENIZER)
+        print("tiny overrides:", TINY_TOKENIZER)
+      tok_config.batch_size = multiple_of_devices(tok_config.batch_size)
+      tok_config.eval_batch_size = multiple_of_devices(tok_config.eval_batch_size)
+      tok_dir = fresh_workdir(os.path.join(WORKDIR, "tokenizer"))
+      tok_summary = vqvae.train_and_evaluate(tok_config, tok_dir)
+      show_pictures(tok_dir, only=("reconstructions",))
+      show_summary(tok_summary, ["test/mse", "test/perplexity", "test/codes_used", "num_codes"])
+      '''),
+      md('''
+      ## 2. The prior: a transformer over the codes
+
+      `train.prior.get_config()`: 4 pre-LN blocks of width 128, AdamW 3e-4, 5000 steps. The tokens
+      of the tokenizer's train and test splits are computed once and cached in the prior's work
+      directory (`tokens.npz`, with a record of the tokenizer they came from: resuming over another
+      tokenizer is refused). The test NLL is in bits per token; `log2 K` bits is the uniform code.
+      '''),
+      code('''
+      from train import prior
+
+      TINY_PRIOR = dict(
+          num_steps=40, log_every=10, checkpoint_every=40, batch_size=32, eval_batch_size=64,
+          learning_rate=3e-3, num_layers=1, width=32, num_heads=2, num_samples=128,
+          num_images=64, maskgit_steps=4, classifier_steps=20,
+          classifier_dir=os.path.join(WORKDIR, "classifier"))
+
+      config = prior.get_config()
+      config.tokenizer = tok_dir
+      config.order = ORDER
+      config.class_conditional = CLASS_CONDITIONAL
+      if TINY:
+        config.update(TINY_PRIOR)
+        print("tiny overrides:", TINY_PRIOR)
+      config.batch_size = multiple_of_devices(config.batch_size)
+      config.eval_batch_size = multiple_of_devices(config.eval_batch_size)
+      prior_dir = fresh_workdir(os.path.join(WORKDIR, "prior"))
+      summary = prior.train_and_evaluate(config, prior_dir)
+      '''),
+      md('''
+      ## 3. Samples and their figures
+
+      The grid shows `num_images` samples decoded by the tokenizer (class-conditional: row r holds
+      class r; in tiny mode the grid is drawn in the same batch size as the scored samples, so the
+      sampler compiles once). The figures come from `num_samples` samples: `classes_covered` (classes with at
+      least a tenth of their fair share; mode collapse shows as missing classes), `class_kl`
+      (KL of the predicted-class histogram to uniform, 0 when balanced), the Fréchet classifier
+      distance to the training images (and, as a yardstick, that of the test images), and the
+      sampling speed in images per second after compilation (sampling plus decoding).
+      '''),
+      code('''
+      FIGURES = ["test/bits_per_token", "test/masked_bits_per_token", "uniform_bits_per_token",
+                 "classes_covered", "class_kl", "frechet_classifier_distance",
+                 "frechet_classifier_distance_test_vs_train", "classifier_test_accuracy",
+                 "label_accuracy", "sample/images_per_sec", "sample/first_batch_s",
+                 "num_params", "perf/steps_per_sec", "devices"]
+      show_pictures(prior_dir, only=("samples",))
+      show_summary(summary, FIGURES)
+      '''),
+      md('''
+      ## 4. Other sampling settings, same prior
+
+      `eval_only = True` restores the trained prior and only evaluates, so the sampling keys
+      (`temperature`, `top_k`, `top_p`, `num_samples`, `maskgit_steps`) can change without
+      training again — the command line equivalent is
+      `python -m train.prior --workdir=... --config.eval_only=True --config.temperature=0.8 --config.top_k=64`.
+      A lower temperature and top-k trade diversity (class coverage) for cleaner digits.
+      '''),
+      code('''
+      sharp = config.copy_and_resolve_references()
+      sharp.update(eval_only=True, temperature=0.8, top_k=16 if TINY else 64)
+      sharp_summary = prior.train_and_evaluate(sharp, prior_dir)
+      show_pictures(prior_dir, only=("samples",))
+      lines = ["| setting | classes covered | class KL | Fréchet classifier distance | images/s |",
+               "|---|---|---|---|---|"]
+      for name, s in (("T = 1", summary), (f"T = 0.8, top-k {sharp.top_k}", sharp_summary)):
+        lines.append(f"| {name} | {s['classes_covered']} | {s['class_kl']:.3f} | "
+                     f"{s['frechet_classifier_distance']:.2f} | {s['sample/images_per_sec']:.0f} |")
+      display(Markdown("\\n".join(lines)))
+      '''),
+      result_cell('{"bits_per_token": summary.get("test/bits_per_token", '
+                  'summary.get("test/masked_bits_per_token")), '
+                  '"uniform_bits_per_token": summary["uniform_bits_per_token"], '
+                  '**{k: summary[k] for k in ("classes_covered", "class_kl", '
+                  '"frechet_classifier_distance", "sample/images_per_sec")}, '
+                  '"sharp": {k: sharp_summary[k] for k in ("classes_covered", "class_kl", '
+                  '"frechet_classifier_distance")}}'),
+  ]
+
+
+# ----------------------------------------------------------------------------
 # 6. The losses in your own code
 # ----------------------------------------------------------------------------
 def losses_nb():
@@ -982,6 +1116,7 @@ NOTEBOOKS = {
     "vae_surgery_flow": vae_nb,
     "gan_mode_collapse": gan_nb,
     "avb": avb_nb,
+    "token_prior": token_prior_nb,
     "losses_in_your_code": losses_nb,
 }
 

@@ -83,6 +83,16 @@ def _check_avb(r):
   assert _finite(*r["digits"].values()) and r["digits"]["test/log_px_grid"] < 0
 
 
+def _check_token_prior(r):
+  # The prior beats the uniform code over the tokenizer's K codes.
+  assert _finite(r["bits_per_token"]) and 0 < r["bits_per_token"] < r["uniform_bits_per_token"]
+  for s in (r, r["sharp"]):
+    assert isinstance(s["classes_covered"], int) and 0 <= s["classes_covered"] <= 10
+    assert _finite(s["class_kl"], s["frechet_classifier_distance"])
+    assert 0 <= s["class_kl"] <= math.log(10) + 1e-6 and s["frechet_classifier_distance"] >= 0
+  assert r["sample/images_per_sec"] > 0
+
+
 def _check_losses(r):
   for first, last in r.values():
     assert _finite(first, last)
@@ -95,6 +105,7 @@ CHECKS = {
     "vae_surgery_flow.ipynb": _check_vae,
     "gan_mode_collapse.ipynb": _check_gan,
     "avb.ipynb": _check_avb,
+    "token_prior.ipynb": _check_token_prior,
     "losses_in_your_code.ipynb": _check_losses,
 }
 
