@@ -12,6 +12,8 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 
+from dgmjax.nn.conv_transpose import ConvTranspose
+
 
 class ResBlock(nn.Module):
   """x + Conv1x1(relu(Conv3x3(relu(x)))) — the VQ-VAE residual block."""
@@ -64,6 +66,7 @@ class ConvDecoder(nn.Module):
   num_res_blocks: int = 2
   res_hidden: int = 32
   out_channels: int = 1
+  impl: str = "auto"  # transposed convolutions: dgmjax.nn.conv_transpose.choose_impl
 
   @nn.compact
   def __call__(self, z: jax.Array) -> jax.Array:
@@ -71,6 +74,10 @@ class ConvDecoder(nn.Module):
     for _ in range(self.num_res_blocks):
       x = ResBlock(self.res_hidden)(x)
     x = nn.relu(x)
-    for ch in self.channels[1:]:
-      x = nn.relu(nn.ConvTranspose(ch, (4, 4), strides=(2, 2), padding="SAME")(x))
-    return nn.ConvTranspose(self.out_channels, (4, 4), strides=(2, 2), padding="SAME")(x)
+    # dgmjax's ConvTranspose is flax's (same parameters and names, so older
+    # checkpoints load), computed per output phase where that is faster on CPU.
+    for i, ch in enumerate(self.channels[1:]):
+      x = nn.relu(ConvTranspose(ch, (4, 4), strides=(2, 2), padding="SAME", impl=self.impl,
+                                name=f"ConvTranspose_{i}")(x))
+    return ConvTranspose(self.out_channels, (4, 4), strides=(2, 2), padding="SAME",
+                         impl=self.impl, name=f"ConvTranspose_{len(self.channels) - 1}")(x)
