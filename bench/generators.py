@@ -711,6 +711,10 @@ def main(argv: list[str] | None = None) -> None:
       args.gan_sigma < 0:
     raise SystemExit("error: --p1-eps and --gan-sigma(s) must be > 0.")
   given = _parse_workdirs(args.workdir)
+  if args.only is not None:
+    unknown = sorted(set(args.only) - set(TABLE_ORDER))
+    if unknown:
+      raise SystemExit(f"error: --only: unknown row(s) {unknown}; rows: {', '.join(TABLE_ORDER)}.")
   log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
   os.makedirs(args.cache, exist_ok=True)
   classifier_dir = os.path.join(args.cache, "classifier") if args.smoke else ""
@@ -801,7 +805,7 @@ def main(argv: list[str] | None = None) -> None:
   ais_results: dict[str, dict] = {}
   if args.ais:
     for name, gen in gens.items():
-      if gen.ais is None:
+      if gen.ais is None or not show(name):
         continue
       t0 = time.time()
       k_ais = jax.random.fold_in(key, 1000 + TABLE_ORDER.index(name))
@@ -824,7 +828,7 @@ def main(argv: list[str] | None = None) -> None:
   # -- sample metrics ----------------------------------------------------------
   results = []
   picture = []
-  for name in [n for n in TABLE_ORDER if n in gens]:
+  for name in [n for n in TABLE_ORDER if n in gens and show(n)]:
     gen = gens[name]
     x, speed = generate(gen, jax.random.fold_in(key, TABLE_ORDER.index(name)),
                         args.num_samples, args.sample_batch)
