@@ -72,9 +72,10 @@ def fit_image(
   """uint8 ``(H, W[, C])`` -> uint8 ``(size, size, C)``.
 
   The largest centred square is cut out (at a uniformly random position with
-  ``random_crop``), then resized: an area (box) filter when shrinking, so
-  every output pixel is the mean of the input pixels it covers, and bicubic
-  when enlarging. ``size=0`` keeps the image as it is. ``random_flip``
+  ``random_crop``), then resized: when shrinking with an area (box) filter,
+  so every output pixel is the rounded mean of the input area it covers and
+  nothing aliases; when enlarging bilinearly. ``size=0`` keeps the image as
+  it is. ``random_flip``
   mirrors it left-right with probability 1/2. The random choices need
   ``rng``.
   """
@@ -94,22 +95,21 @@ def fit_image(
       top, left = (h - side) // 2, (w - side) // 2
     x = x[top:top + side, left:left + side]
     if side != size:
-      x = _resize(x, size, shrink=side > size)
+      x = _resize(x, size)
   if random_flip and rng.random() < 0.5:
     x = x[:, ::-1]
   return np.ascontiguousarray(x)
 
 
-def _resize(x: np.ndarray, size: int, *, shrink: bool) -> np.ndarray:
+def _resize(x: np.ndarray, size: int) -> np.ndarray:
   from PIL import Image
 
-  method = Image.Resampling.BOX if shrink else Image.Resampling.BICUBIC
-  c = x.shape[-1]
-  if c in (3, 4):
-    return np.asarray(Image.fromarray(x).resize((size, size), method))
-  # Pillow has no mode for 2 or >4 channels: one grey image per channel.
-  return np.stack([np.asarray(Image.fromarray(x[..., i]).resize((size, size), method))
-                   for i in range(c)], axis=-1)
+  # Pillow's filters in 32-bit float ("F" images, one per channel): its
+  # uint8 path rounds in fixed point and drifts by up to one level.
+  method = Image.Resampling.BOX if x.shape[0] > size else Image.Resampling.BILINEAR
+  out = [np.asarray(Image.fromarray(x[..., c].astype(np.float32)).resize(
+      (size, size), method)) for c in range(x.shape[-1])]
+  return np.clip(np.rint(np.stack(out, axis=-1)), 0, 255).astype(np.uint8)
 
 
 def format_image(image: np.ndarray, pixel_format: str, rng: np.random.Generator) -> np.ndarray:

@@ -41,6 +41,7 @@ def write_image_dataset(
     splits: Mapping[str, Iterable[tuple[np.ndarray | bytes, int]]],
     *,
     num_classes: int,
+    image_shape: tuple[int, int, int] | None = None,
     version: str = "1.0.0",
     encoding: str = "png",
 ) -> str:
@@ -50,6 +51,8 @@ def write_image_dataset(
   arrays (encoded as ``encoding``, ``"png"`` or ``"jpeg"``) or already
   encoded PNG/JPEG bytes, all with the same number of channels. Examples
   are consumed one at a time, so a split may be larger than memory.
+  ``image_shape`` declares one fixed ``(H, W, C)`` for every image (then
+  readers may use the native size); None declares ``(None, None, C)``.
 
   Returns:
     The dataset's version folder, ``<data_dir>/<name>/<version>``.
@@ -74,10 +77,16 @@ def write_image_dataset(
     try:
       for image, label in examples:
         data, c = _encode(image, encoding)
+        if image_shape is not None and not isinstance(image, (bytes, bytearray)):
+          shape = np.shape(image) if np.ndim(image) == 3 else (*np.shape(image), 1)
+          if tuple(shape) != tuple(image_shape):
+            raise ValueError(f"example {count} of split {split!r} has shape {shape}, not the "
+                             f"declared image_shape {tuple(image_shape)}.")
         if channels is None:
           channels = c
+          shape = tuple(image_shape) if image_shape is not None else (None, None, c)
           features = tfds.features.FeaturesDict({
-              "image": tfds.features.Image(shape=(None, None, c), encoding_format=encoding),
+              "image": tfds.features.Image(shape=shape, encoding_format=encoding),
               "label": tfds.features.ClassLabel(num_classes=num_classes),
           })
         elif c != channels:
