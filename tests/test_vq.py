@@ -642,3 +642,17 @@ def test_bad_inputs_raise_clear_errors():
     vq.restart_dead_codes(key, e, jnp.ones(4), z, threshold=0.0)
   with pytest.raises(ValueError, match="z"):
     vq.restart_dead_codes(key, e, jnp.ones(4), jnp.zeros((0, 3)))
+
+
+def test_first_argmin_equals_jnp_argmin_with_ties_and_nans():
+  rng = np.random.default_rng(3)
+  # Few distinct values: many ties, where the first index must win.
+  s = rng.integers(0, 4, size=(257, 37)).astype(np.float32)
+  s[5, 7] = np.nan  # a NaN counts as the minimum, as in argmin
+  s[9, :] = np.nan
+  s[11, 3] = -np.inf
+  s[12, :] = np.inf
+  got = np.asarray(vq.first_argmin(jnp.asarray(s)))
+  np.testing.assert_array_equal(got, np.argmin(s, axis=-1))
+  np.testing.assert_array_equal(got, np.asarray(jnp.argmin(jnp.asarray(s), axis=-1)))
+  assert got.dtype == np.int32
