@@ -30,7 +30,9 @@ def _tiny_prior(tokenizer, classifier_dir="", **over):
   c.update({
       "tokenizer": tokenizer, "num_steps": 80, "batch_size": 32, "eval_batch_size": 64,
       "log_every": 20, "checkpoint_every": 40, "num_layers": 2, "width": 32,
-      "num_heads": 4, "num_samples": 96, "num_images": 8, "learning_rate": 3e-3,
+      # num_images = num_samples = eval_batch_size: the picture and the scored
+      # samples share one compiled sampler.
+      "num_heads": 4, "num_samples": 64, "num_images": 64, "learning_rate": 3e-3,
       "classifier_steps": 20, "classifier_dir": classifier_dir, "quiet": True, **over})
   return c
 
@@ -64,9 +66,9 @@ def test_autoregressive_prior_learns_the_tokens_and_samples(trained_prior, token
   picture = os.path.join(workdir, "images", "samples.png")
   if not os.path.exists(picture):
     picture = os.path.join(workdir, "images", "samples_latest.png")
-  assert np.asarray(Image.open(picture)).shape[:2] == (3 * 29 + 1, 3 * 29 + 1)  # 8 samples
+  assert np.asarray(Image.open(picture)).shape[:2] == (8 * 29 + 1, 8 * 29 + 1)  # 64 samples
   assert summary["sample/images_per_sec"] > 0 and summary["sample/first_batch_s"] > 0
-  assert summary["sampling"] == {"order": "autoregressive", "num_samples": 96,
+  assert summary["sampling"] == {"order": "autoregressive", "num_samples": 64,
                                  "temperature": 1.0, "top_k": 8, "top_p": 1.0}
   # The samples the run decoded use only the top-8 codes of each step: check
   # the sampler directly with the restored prior.
@@ -274,3 +276,18 @@ def test_prior_on_dvae_tokens(classifier_dir, tmp_path):
   tok = prior.load_tokenizer(str(tmp_path / "dvae"))
   images = np.asarray(tok.decode(np.zeros((2, 49), np.int32)))
   assert images.shape == (2, 28, 28, 1) and (images >= 0).all() and (images <= 1).all()
+
+
+@pytest.mark.slow  # a categorical VAE run and a prior: about 30 s
+def test_prior_on_categorical_vae_latents(classifier_dir, tmp_path):
+  from train import dvae
+
+  cfg = dvae.get_config()  # model="categorical": 20 variables x 10 classes, an MLP
+  cfg.update({"num_steps": 20, "log_every": 10, "checkpoint_every": 20, "data_limit": 256,
+              "batch_size": 32, "eval_batch_size": 64, "num_images": 16, "hidden": (32,),
+              "iwae_samples": 2, "iwae_chunk": 2, "eval_every": 0, "quiet": True})
+  harness.train_and_evaluate(cfg, str(tmp_path / "cat"), dvae.make_task)
+  config = _tiny_prior(str(tmp_path / "cat"), classifier_dir, num_steps=40, num_layers=1)
+  summary = prior.train_and_evaluate(config, str(tmp_path / "prior"))
+  assert (summary["seq_len"], summary["vocab_size"]) == (20, 10)  # a 20-token sequence
+  assert summary["test/bits_per_token"] < summary["uniform_bits_per_token"]

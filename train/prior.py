@@ -102,7 +102,8 @@ def _tokenizer_run(workdir: str) -> tuple[str, ml_collections.ConfigDict, int]:
   from train import dvae, vqvae
 
   if not workdir:
-    _fail_tokenizer(workdir, "was given (it is empty; e.g. --config.tokenizer=workdir/vqvae)")
+    raise ConfigError("config.tokenizer must be the workdir of a finished train.vqvae or "
+                      "train.dvae run (e.g. --config.tokenizer=workdir/vqvae); it is empty.")
   if not os.path.isdir(workdir):
     _fail_tokenizer(workdir, "does not exist" if not os.path.exists(workdir)
                     else "is not a directory")
