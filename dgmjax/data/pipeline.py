@@ -75,9 +75,15 @@ def fit_image(
   ``random_crop``), then resized: when shrinking with an area (box) filter,
   so every output pixel is the rounded mean of the input area it covers and
   nothing aliases; when enlarging bilinearly. ``size=0`` keeps the image as
-  it is. ``random_flip``
-  mirrors it left-right with probability 1/2. The random choices need
-  ``rng``.
+  it is. ``random_flip`` mirrors it left-right with probability 1/2. The
+  random choices need ``rng``.
+
+  A 4x6 image: the centred 4x4 square, each 2x2 block averaged:
+
+  >>> x = np.array([[0, 0, 2, 4, 6, 0]] * 4, np.uint8) * np.array([[1], [1], [3], [3]], np.uint8)
+  >>> fit_image(x, 2)[..., 0]
+  array([[ 1,  5],
+         [ 3, 15]], dtype=uint8)
   """
   x = np.asarray(image)
   if x.ndim == 2:
