@@ -31,6 +31,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from dgmjax import cpu_devices
 from dgmjax import data as dgdata
 from dgmjax import images as imglib
 from dgmjax.errors import CheckpointError, ConfigError, NonFiniteError, UserError  # noqa: F401
@@ -71,6 +72,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.num_images = 64
   c.quiet = False
   c.eval_only = False
+  # CPU runs: one XLA device per core, the batch sharded over them (XLA runs
+  # most small convolutions on one thread; dgmjax/cpu_devices.py). 0: auto,
+  # -1: JAX's default single CPU device, N: exactly N. No effect on GPU/TPU.
+  c.cpu_devices = 0
   c.distributed = False
   c.coordinator_address = ""  # e.g. 127.0.0.1:1234; "" = auto-detect
   c.num_processes = 0
@@ -672,6 +677,8 @@ def train_and_evaluate(
       ``config.dataset`` as images.
     transform: per-batch host transform; default formats ``image`` pixels.
   """
+  # Before anything starts JAX's backends (distributed init included).
+  cpu_devices.configure(config.cpu_devices, (config.batch_size, config.eval_batch_size))
   _initialize_distributed(config)
   validate_config(config)
   is_main = jax.process_index() == 0
