@@ -113,9 +113,8 @@ def _param_count(meta) -> dict[str, int]:
 
   if "params" in meta and "opt_state" in meta:  # one TrainState
     return {"model": size(meta["params"])}
-  players = {"gen": "G", "disc": "D"}  # the GAN's state, named as the twin's players
-  return {players.get(k, k): size(v["params"]) for k, v in meta.items()
-          if isinstance(v, dict) and "params" in v}
+  players = {"gen": "G", "disc": "D"}  # the GAN's state, named (and ordered) as the twin's
+  return {name: size(meta[key]["params"]) for key, name in players.items() if key in meta}
 
 
 def checkpoint_params(workdir: str):
@@ -273,6 +272,10 @@ class Worker:
     self.log = tempfile.TemporaryFile(mode="w+")
     env = dict(os.environ)
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    if role != "ours":
+      # The twins' process imports jax (config, loader) but computes nothing with it:
+      # keep it off any accelerator, whose memory it would otherwise reserve.
+      env["JAX_PLATFORMS"] = "cpu"
     self.proc = subprocess.Popen(
         [sys.executable, os.path.abspath(__file__), "--worker", role, name,
          "--threads", str(args.threads)],
@@ -379,8 +382,11 @@ def render(results: list[dict], args, load_start, load_end) -> tuple[str, bool]:
   versions = {}
   for res in results:
     for role, r in res["roles"].items():
-      if r["info"].get("version"):
-        versions[role] = r["info"]["version"]
+      info = r["info"]
+      if info.get("version"):
+        versions[role] = info["version"] + (f" ({info['backend']}, {info['devices']} device"
+                                            f"{'s' if info['devices'] != 1 else ''})"
+                                            if "backend" in info else "")
   threads = next((r["info"]["threads"] for res in results for role, r in res["roles"].items()
                   if r["info"].get("threads")), args.threads)
   fmt_load = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
@@ -392,8 +398,8 @@ def render(results: list[dict], args, load_start, load_end) -> tuple[str, bool]:
       "the end",
       f"- command: `python bench/peers.py {' '.join(args.argv)}`",
       f"- interleaved rounds (ours, PyTorch{', torch.compile' if args.compile else ''}, ours, "
-      f"…); PyTorch warmed up with {args.warmup} steps; ours warms up in each round's first "
-      "log window", ""]
+      f"…); PyTorch warmed up with {args.warmup} step{'s' if args.warmup != 1 else ''}; ours "
+      "warms up in each round's first log window", ""]
   compile_col = args.compile and any(n in COMPILE_TASKS for n in args.only)
   head = ["model", "batch", "steps × rounds", "ours steps/s: median (min–max)",
           "PyTorch eager steps/s", "ours / eager (per-round range)"]
@@ -813,8 +819,13 @@ def _check_model(name: str, rep: _Report, batch_size: int = 32) -> None:
   if name == "gan_digits":
     trainer = {"G": trainer["gen"], "D": trainer["disc"]}
     ours = {"G": ours["gen"], "D": ours["disc"]}
-  rep.equal(name, "flax model = the trainer's (parameter shapes)", trainer == ours,
-            "" if trainer == ours else f"differ in {sorted(set(trainer) ^ set(ours))[:3]}")
+  differ = [f"{player}/{path}: trainer {trainer.get(player, {}).get(path)}, here "
+            f"{ours.get(player, {}).get(path)}"
+            for player in sorted(set(trainer) | set(ours))
+            for path in sorted(set(trainer.get(player, {})) | set(ours.get(player, {})))
+            if trainer.get(player, {}).get(path) != ours.get(player, {}).get(path)]
+  rep.equal(name, "flax model = the trainer's (parameter shapes)", not differ,
+            f"{len(differ)} differ, e.g. {'; '.join(differ[:2])}" if differ else "")
   counts_t = {k: sum(math.prod(s) for s in v.values()) for k, v in trainer.items()}
   counts_twin = twin.num_params()
   rep.equal(name, "parameter count", counts_t == counts_twin,
