@@ -145,8 +145,10 @@ class OursWorker:
     self.module, _ = _config(name)
     self.root = tempfile.mkdtemp(prefix=f"peers_{name}_")
     self.rounds = 0
-    self.info = {"backend": jax.default_backend(), "devices": jax.device_count(),
-                 "version": f"jax {jax.__version__}"}
+    # Nothing here may start JAX's backends: the trainer sets the CPU device
+    # count before they start (config.cpu_devices), as in a fresh
+    # `python -m train.<name>`. Backend and devices come from its summary.
+    self.info = {"version": f"jax {jax.__version__}"}
 
   def round(self, steps: int) -> dict:
     config = self.module.get_config()
@@ -164,7 +166,8 @@ class OursWorker:
     if not timed:
       raise RuntimeError(f"no timed log window at step {2 * steps} in metrics.jsonl")
     out = {"steps_per_sec": timed[-1]["perf/steps_per_sec"],
-           "first_step_s": summary.get("perf/first_step_s"), "batch_size": config.batch_size}
+           "first_step_s": summary.get("perf/first_step_s"), "batch_size": config.batch_size,
+           "backend": summary.get("backend"), "devices": summary.get("devices")}
     if self.rounds == 0:
       out["params"] = _param_count(checkpoint_params(workdir))
     shutil.rmtree(workdir, ignore_errors=True)
@@ -341,6 +344,8 @@ def measure(name: str, args) -> dict:
         if role == "ours":
           r.setdefault("first_step_s", out.get("first_step_s"))
           r.setdefault("params", out.get("params"))
+          r["info"].setdefault("backend", out.get("backend"))
+          r["info"].setdefault("devices", out.get("devices"))
         print(f"[{name}] round {i + 1}/{args.rounds} {role}: {out['steps_per_sec']:.2f} steps/s",
               file=sys.stderr, flush=True)
   finally:
@@ -384,16 +389,18 @@ def render(results: list[dict], args, load_start, load_end) -> tuple[str, bool]:
     for role, r in res["roles"].items():
       info = r["info"]
       if info.get("version"):
-        versions[role] = info["version"] + (f" ({info['backend']}, {info['devices']} device"
-                                            f"{'s' if info['devices'] != 1 else ''})"
-                                            if "backend" in info else "")
+        where = ""
+        if info.get("backend"):
+          n = info.get("devices") or 1
+          where = f" ({info['backend']}, {n} device{'s' if n != 1 else ''})"
+        versions[role] = info["version"] + where
   threads = next((r["info"]["threads"] for res in results for role, r in res["roles"].items()
                   if r["info"].get("threads")), args.threads)
   fmt_load = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
   out = ["# dgmjax peer suite: train steps against PyTorch twins", ""] + machine_lines() + [
       f"- {versions.get('ours', 'jax')} vs {versions.get('theirs', 'torch')}; threads: PyTorch "
-      f"{threads} (`torch.set_num_threads`), XLA its default pool over the {args.threads} "
-      "usable cores",
+      f"{threads} (`torch.set_num_threads`); XLA as the trainer sets it up, on "
+      f"{args.threads} usable cores",
       f"- 1-minute load average: {fmt_load(load_start)} at the start, {fmt_load(load_end)} at "
       "the end",
       f"- command: `python bench/peers.py {' '.join(args.argv)}`",
