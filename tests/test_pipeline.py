@@ -9,12 +9,14 @@ resumes exactly (with workers, and with another worker count); two
 processes read disjoint halves of every global batch whose concatenation is
 the one-process batch; nothing is read ahead of need; the streamed
 evaluation equals the in-memory one; train.vqvae trains at image_size=32
-and a stopped run resumes bit for bit with workers; bad input is one line.
+and a run stopped after a checkpoint resumes bit for bit with a worker
+process; bad input is one line.
 """
 
 import dataclasses
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -236,27 +238,30 @@ def _metrics(workdir):
     return [{k: v for k, v in json.loads(ln).items() if not k.startswith("perf/")} for ln in f]
 
 
-def test_vqvae_trains_at_32_and_a_stopped_run_resumes_bit_identically_with_workers(dataset, tmp_path):
+def test_vqvae_trains_at_32_and_a_stopped_run_resumes_bit_identically_with_workers(
+    dataset, tmp_path, capsys):
   root, _ = dataset
-  # The uninterrupted run prepares batches in the training process (the
-  # batches do not depend on the worker count: the test above).
-  ref = harness.train_and_evaluate(_config(root), str(tmp_path / "ref"), vqvae.make_task)
+  ref_dir, work = tmp_path / "ref", tmp_path / "stopped"
+  ref = harness.train_and_evaluate(_config(root, data_workers=1), str(ref_dir), vqvae.make_task)
   assert ref["step"] == 8 and np.isfinite(ref["test/mse"])
-  rows = _metrics(tmp_path / "ref")
+  rows = _metrics(ref_dir)
   assert rows[-1]["train/mse"] < rows[0]["train/mse"]  # it learns
-  # Stopped at step 4 and resumed, both with a worker process: the worker's
-  # grain state is saved beside the model state and restored.
-  work = str(tmp_path / "stopped")
-  harness.train_and_evaluate(_config(root, data_workers=1, num_steps=4), work, vqvae.make_task)
-  with open(os.path.join(work, "checkpoints", "4", "data", "metadata")) as f:
+  # The worker's grain state is saved beside the model state.
+  with open(ref_dir / "checkpoints" / "4" / "data" / "metadata") as f:
     saved = json.load(f)
   assert saved["step"] == 4 and saved["workers"] == 1 and saved["grain"]
-  resumed = harness.train_and_evaluate(_config(root, data_workers=1), work, vqvae.make_task)
-  (sa, a), (sb, b) = _params(tmp_path / "ref"), _params(work)
+  # The same run as if killed right after its step-4 checkpoint: resuming
+  # must draw batches 5-8 again from the saved state, in a new worker.
+  shutil.copytree(ref_dir, work)
+  shutil.rmtree(work / "checkpoints" / "8")
+  capsys.readouterr()
+  resumed = harness.train_and_evaluate(_config(root, data_workers=1), str(work), vqvae.make_task)
+  assert "resuming from step 4" in capsys.readouterr().out
+  (sa, a), (sb, b) = _params(ref_dir), _params(work)
   assert sa == sb == 8
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))  # bitwise
-  assert _metrics(tmp_path / "ref") == _metrics(work)
+  assert _metrics(ref_dir) == _metrics(work)  # steps 5-8 logged again, identically
   assert resumed["test/mse"] == ref["test/mse"]
 
 
