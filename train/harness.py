@@ -72,10 +72,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.num_images = 64
   c.quiet = False
   c.eval_only = False
-  # CPU runs: one XLA device per core, the batch sharded over them (XLA runs
-  # most small convolutions on one thread; dgmjax/cpu_devices.py). 0: auto,
-  # -1: JAX's default single CPU device, N: exactly N. No effect on GPU/TPU.
-  c.cpu_devices = 0
+  # CPU runs: -1 (JAX's default, one CPU device), 0 (one XLA device per core,
+  # the batch sharded over them) or N. XLA runs most small convolutions on one
+  # thread, so the conv VQ-VAE sets 0 (2.5x here); the MLP trainers hung in
+  # XLA's CPU all-reduce with 2 devices, so -1 stays the default
+  # (dgmjax/cpu_devices.py, docs/performance.md). No effect on GPU/TPU.
+  c.cpu_devices = -1
   c.distributed = False
   c.coordinator_address = ""  # e.g. 127.0.0.1:1234; "" = auto-detect
   c.num_processes = 0

@@ -29,6 +29,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.num_steps = 2000
   c.batch_size = 128
   c.learning_rate = 2e-3
+  # One XLA CPU device per core (data parallel over the cores): 2.5x the steps/s
+  # of one device on 2 cores; no effect on GPU/TPU (docs/performance.md).
+  c.cpu_devices = 0
   c.checkpoint_every = 1000
   c.log_every = 100
   c.num_codes = 512  # K
