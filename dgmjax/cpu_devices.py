@@ -18,9 +18,10 @@ A caveat measured here (jax 0.10.2, 2 cores): with 2 CPU devices the MLP
 trainers (``train.dvae``, ``train.vae``) hung after ~80 steps in XLA's
 in-process all-reduce ("Expected 2 threads to join the rendezvous") and XLA
 aborted the run after 40 s; async dispatch off, Eigen threading off or gloo
-collectives did not help. The conv VQ-VAE ran 2400 steps without it. So only
-``train.vqvae`` asks for one device per core by default; the base config
-keeps JAX's single CPU device.
+collectives did not help. The conv VQ-VAE ran 2400 steps without it, but one
+of 12 ``train.vqvae`` runs of the quantizer benchmark (on a loaded machine)
+hung the same way. So no trainer asks for several CPU devices by default;
+``--config.cpu_devices=0`` is an opt-in that can fail.
 """
 
 from __future__ import annotations

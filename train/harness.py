@@ -74,9 +74,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval_only = False
   # CPU runs: -1 (JAX's default, one CPU device), 0 (one XLA device per core,
   # the batch sharded over them) or N. XLA runs most small convolutions on one
-  # thread, so the conv VQ-VAE sets 0 (2.5x here); the MLP trainers hung in
-  # XLA's CPU all-reduce with 2 devices, so -1 stays the default
-  # (dgmjax/cpu_devices.py, docs/performance.md). No effect on GPU/TPU.
+  # thread, so 0 gave the VQ-VAE 2.5x here, but runs with 2 CPU devices can hang
+  # in XLA's CPU all-reduce (the MLP trainers always did, a VQ-VAE run once),
+  # so -1 is the default (dgmjax/cpu_devices.py, docs/performance.md).
   c.cpu_devices = -1
   c.distributed = False
   c.coordinator_address = ""  # e.g. 127.0.0.1:1234; "" = auto-detect

@@ -29,9 +29,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.num_steps = 2000
   c.batch_size = 128
   c.learning_rate = 2e-3
-  # One XLA CPU device per core (data parallel over the cores): 2.5x the steps/s
-  # of one device on 2 cores; no effect on GPU/TPU (docs/performance.md).
-  c.cpu_devices = 0
+  # --config.cpu_devices=0 (one XLA CPU device per core) gave 2.5x the steps/s
+  # on 2 cores, but one run of 12 hung in XLA's CPU all-reduce, so the default
+  # stays one device (docs/performance.md). No effect on GPU/TPU.
   c.checkpoint_every = 1000
   c.log_every = 100
   c.num_codes = 512  # K
