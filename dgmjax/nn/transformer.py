@@ -20,7 +20,7 @@ raster order into ``N`` tokens over a vocabulary of ``V`` codes.
 
 Blocks are pre-LN (``x + attn(LN(x))``, ``x + mlp(LN(x))``), positions are
 learned embeddings, and attention is written here so the cache is explicit:
-a dict ``{"k", "v"}`` of ``(num_layers, B, N, heads, head_dim)`` arrays,
+a dict ``{"k", "v"}`` of per-layer ``(B, heads, N, head_dim)`` arrays,
 passed in and returned, no mutable Flax collection.
 
 With ``num_classes = C > 0`` the conditioning table has ``C + 1`` rows; row
@@ -40,7 +40,11 @@ from dgmjax import _checks
 
 __all__ = ["SelfAttention", "Block", "TokenTransformer"]
 
-Cache = dict[str, jax.Array]
+# {"k": (k_0, ..., k_{L-1}), "v": (...)}: one (B, heads, N, head_dim) array
+# per layer.
+Cache = dict[str, tuple[jax.Array, ...]]
+# (k, v, index): one layer's keys and values and the position being decoded.
+LayerCache = tuple[jax.Array, jax.Array, jax.Array]
 
 
 def _attend(
@@ -54,6 +58,21 @@ def _attend(
   scores = jnp.where(allowed, scores, jnp.finfo(scores.dtype).min)
   weights = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(v.dtype)
   return jnp.einsum("bhqk,bkhd->bqhd", weights, v, precision=precision)
+
+
+def _attend_cache(
+    q: jax.Array, k: jax.Array, v: jax.Array, allowed: jax.Array, precision: Any
+) -> jax.Array:
+  """:func:`_attend` with keys/values in the cache layout ``(B, H, K, D)``.
+
+  Heads before positions, so both products batch over ``(B, H)`` without a
+  transpose of the cache.
+  """
+  scale = q.shape[-1] ** -0.5
+  scores = jnp.einsum("bqhd,bhkd->bhqk", q * scale, k, precision=precision)
+  scores = jnp.where(allowed, scores, jnp.finfo(scores.dtype).min)
+  weights = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(v.dtype)
+  return jnp.einsum("bhqk,bhkd->bqhd", weights, v, precision=precision)
 
 
 class SelfAttention(nn.Module):
@@ -72,19 +91,20 @@ class SelfAttention(nn.Module):
       self,
       x: jax.Array,
       allowed: jax.Array,
-      cache: tuple[jax.Array, jax.Array, jax.Array] | None = None,
-  ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
-    """Attends over ``x`` or, with ``cache = (k, v, index)``, over the cache.
+      cache: LayerCache | None = None,
+  ) -> tuple[jax.Array, LayerCache | None]:
+    """Attends over ``x`` or, with a cache, over the cached positions.
 
     Args:
       x: ``(B, L, W)``; ``L = 1`` in decode mode.
       allowed: boolean, broadcastable to ``(B, heads, L, keys)``.
-      cache: ``None`` or ``(k, v, index)``: ``(B, N, heads, W/heads)`` keys
-        and values and the scalar position that ``x`` occupies.
+      cache: ``None`` or ``(k, v, index)``: this layer's cached keys and
+        values, ``(B, heads, N, W/heads)``, and the scalar position that
+        ``x`` occupies.
 
     Returns:
-      ``(B, L, W)`` output and the updated ``(k, v)`` (``None`` without a
-      cache).
+      ``(B, L, W)`` output and the cache with ``x``'s keys and values
+      written at ``index`` (``None`` without a cache).
     """
     width = x.shape[-1]
     if width % self.num_heads:
@@ -96,14 +116,22 @@ class SelfAttention(nn.Module):
         (3, self.num_heads, head_dim), precision=self.precision, name="qkv"
     )(x)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-    new_cache = None
-    if cache is not None:
+    if cache is None:
+      out, new_cache = _attend(q, k, v, allowed, self.precision), None
+    else:
+      # Each layer's cache is its own array, written in place and then read:
+      # slicing one stacked (num_layers, ...) cache, or reading the old cache
+      # beside the write, made XLA copy the cache every step, and sampling
+      # was quadratic in N.
       k_cache, v_cache, index = cache
-      start = (0, index, 0, 0)
-      k = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), start)
-      v = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), start)
-      new_cache = (k, v)
-    out = _attend(q, k, v, allowed, self.precision)
+      start = (0, 0, index, 0)
+      k_cache = jax.lax.dynamic_update_slice(
+          k_cache, k.swapaxes(1, 2).astype(k_cache.dtype), start)
+      v_cache = jax.lax.dynamic_update_slice(
+          v_cache, v.swapaxes(1, 2).astype(v_cache.dtype), start)
+      out = _attend_cache(q, k_cache.astype(q.dtype), v_cache.astype(v.dtype),
+                          allowed, self.precision)
+      new_cache = (k_cache, v_cache, index)
     out = nn.DenseGeneral(
         width, axis=(-2, -1), precision=self.precision, name="out"
     )(out)
@@ -128,8 +156,8 @@ class Block(nn.Module):
       self,
       x: jax.Array,
       allowed: jax.Array,
-      cache: tuple[jax.Array, jax.Array, jax.Array] | None = None,
-  ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
+      cache: LayerCache | None = None,
+  ) -> tuple[jax.Array, LayerCache | None]:
     """Applies the block; ``cache`` as in :class:`SelfAttention`."""
     width = x.shape[-1]
     h, new_cache = SelfAttention(
@@ -168,8 +196,8 @@ class TokenTransformer(nn.Module):
     >>> cache = model.init_cache(2)
     >>> logits, cache = model.apply(params, tokens[:, 0], 0, cache,
     ...     jnp.array([0, 1]), method=TokenTransformer.decode_step)
-    >>> print(logits.shape, cache["k"].shape)
-    (2, 16) (1, 2, 6, 2, 8)
+    >>> print(logits.shape, len(cache["k"]), cache["k"][0].shape)
+    (2, 16) 1 (2, 2, 6, 8)
   """
 
   vocab_size: int
@@ -269,16 +297,15 @@ class TokenTransformer(nn.Module):
     return logits if self.causal else logits[:, 1:]
 
   def init_cache(self, batch_size: int, dtype: Any = jnp.float32) -> Cache:
-    """An empty KV cache for :meth:`decode_step` (zeros; no parameters)."""
+    """An empty KV cache for :meth:`decode_step` (zeros; no parameters).
+
+    ``{"k": (k_0, ..., k_{L-1}), "v": (...)}``, one ``(batch_size, heads,
+    seq_len, head_dim)`` array per layer.
+    """
     self._check_config()
-    shape = (
-        self.num_layers,
-        batch_size,
-        self.seq_len,
-        self.num_heads,
-        self.width // self.num_heads,
-    )
-    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+    shape = (batch_size, self.num_heads, self.seq_len, self.width // self.num_heads)
+    zeros = tuple(jnp.zeros(shape, dtype) for _ in range(self.num_layers))
+    return {"k": zeros, "v": zeros}
 
   def decode_step(
       self,
@@ -320,8 +347,8 @@ class TokenTransformer(nn.Module):
     allowed = jnp.arange(self.seq_len) <= index
     new_k, new_v = [], []
     for layer, block in enumerate(self.blocks):
-      x, (k, v) = block(x, allowed, (cache["k"][layer], cache["v"][layer], index))
+      x, (k, v, _) = block(x, allowed, (cache["k"][layer], cache["v"][layer], index))
       new_k.append(k)
       new_v.append(v)
     logits = self.head(self.ln_out(x))[:, 0]
-    return logits, {"k": jnp.stack(new_k), "v": jnp.stack(new_v)}
+    return logits, {"k": tuple(new_k), "v": tuple(new_v)}
