@@ -128,6 +128,23 @@ def trainer_rate(workdir: str, steps: int, smoke: bool, **over) -> dict:
 # ----------------------------------------------------------------------------
 # 3. Peak RSS (one fresh process per dataset)
 # ----------------------------------------------------------------------------
+def _own_peak_mib() -> float:
+  """This process's peak RSS since its exec.
+
+  Not ``ru_maxrss``: Linux carries the pre-exec high-water mark over an
+  exec, so a child of this (1 GiB, JAX-loaded) bench would report the
+  parent's peak instead of its own. VmHWM belongs to the new address space.
+  """
+  try:
+    with open("/proc/self/status") as f:
+      for line in f:
+        if line.startswith("VmHWM:"):
+          return int(line.split()[1]) / 1024
+  except OSError:
+    pass
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux: an upper bound
+
+
 def _rss_child(root: str, size: int, workers: int, batch: int) -> None:
   from dgmjax.data import pipeline
 
@@ -137,7 +154,7 @@ def _rss_child(root: str, size: int, workers: int, batch: int) -> None:
   for _ in range(max(1, split.num_examples // batch)):  # one epoch
     stream.next_numpy()
   stream.close()
-  own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  own = _own_peak_mib()
   kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
   print(json.dumps({"n": split.num_examples, "rss_mib": own, "worker_rss_mib": kids}))
 
