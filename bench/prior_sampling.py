@@ -1,7 +1,7 @@
 """Speed of sampling a token prior: cached autoregressive vs sequence length, and MaskGIT.
 
 The default transformer of ``train.prior`` (its ``get_config()``: 4 layers,
-width 128, 4 heads) over K = 512 codes (the default ``train.vqvae``), randomly
+width 64, 4 heads) over K = 512 codes (the default ``train.vqvae``), randomly
 initialised (sampling speed does not depend on what the weights learned):
 
 * **autoregressive, KV cache** (:func:`dgmjax.sampling.autoregressive_sample`)

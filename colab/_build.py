@@ -859,7 +859,7 @@ def token_prior_nb():
       md('''
       ## 2. The prior: a transformer over the codes
 
-      `train.prior.get_config()`: 4 pre-LN blocks of width 128, AdamW 3e-4, 5000 steps. The tokens
+      `train.prior.get_config()`: 4 pre-LN blocks of width 64, batch 64, AdamW 3e-4, 2000 steps. The tokens
       of the tokenizer's train and test splits are computed once and cached in the prior's work
       directory (`tokens.npz`, with a record of the tokenizer they came from: resuming over another
       tokenizer is refused). The test NLL is in bits per token; `log2 K` bits is the uniform code.

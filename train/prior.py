@@ -60,10 +60,16 @@ def get_config() -> ml_collections.ConfigDict:
   c.order = "autoregressive"  # "autoregressive" (DALL-E) | "masked" (MaskGIT)
   c.class_conditional = False
   c.num_classes = 10
+  # Sized so that the default run (tokens, 2000 steps, 5000 scored samples)
+  # takes under 10 minutes on a 2-core CPU. On the 4500 digits, width 64 at
+  # batch 64 beat width 128 at equal time (4 layers x 128 ran at 1 step/s,
+  # 2000 steps would take 33 minutes) and 2 layers x 64 at batch 128 at equal
+  # steps (Frechet classifier distance 34.6 against 42.2).
+  c.batch_size = 64
   c.num_layers = 4
-  c.width = 128
+  c.width = 64
   c.num_heads = 4
-  c.num_steps = 5000
+  c.num_steps = 2000
   c.learning_rate = 3e-4
   c.checkpoint_every = 1000
   c.log_every = 100
