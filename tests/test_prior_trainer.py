@@ -63,6 +63,13 @@ def test_autoregressive_prior_learns_the_tokens_and_samples(trained_prior, token
     cached = z["test_tokens"]
   x = harness.formatted({"image": tok.splits["test"]["image"][:5]}, tok.config.pixel_format)
   np.testing.assert_array_equal(cached[:5], np.asarray(tok.encode(x["image"])))
+  # The tokenizer's reconstruction error, labelled as such, is the VQ-VAE run's
+  # own test MSE (computed there by the harness's evaluation, unclipped; here
+  # through decode, clipped to [0, 1], which can only lower it).
+  with open(os.path.join(tokenizer_dir, "summary.json")) as f:
+    own = json.load(f)["test/mse"]
+  assert own * 0.9 < summary["tokenizer/test_mse"] <= own * 1.001
+  assert "test/two_stage_neg_elbo" not in summary  # a VQ-VAE has no ELBO
   picture = os.path.join(workdir, "images", "samples.png")
   if not os.path.exists(picture):
     picture = os.path.join(workdir, "images", "samples_latest.png")
@@ -273,6 +280,17 @@ def test_prior_on_dvae_tokens(classifier_dir, tmp_path):
   assert (summary["seq_len"], summary["vocab_size"]) == (49, 8)
   assert np.isfinite(summary["test/bits_per_token"])
   assert np.isfinite(summary["frechet_classifier_distance"])
+  # The two-stage bound: with the uniform prior the same estimator is the dVAE
+  # run's own test -ELBO (there with the analytic KL and one code draw, here
+  # with ten draws and log q): within Monte Carlo noise, far below the
+  # N log K = 102 nats a missing prior term would shift it by. (Whether the
+  # learned prior tightens it depends on q: this 10-step q is nearly uniform,
+  # so its draws are not the argmax codes the prior was fitted to.)
+  with open(os.path.join(tmp_path / "dvae", "summary.json")) as f:
+    own = json.load(f)["test/neg_elbo"]
+  assert abs(summary["test/uniform_prior_neg_elbo"] - own) < 0.05 * abs(own)
+  assert np.isfinite(summary["test/two_stage_neg_elbo"])
+  assert "tokenizer/test_mse" not in summary
   tok = prior.load_tokenizer(str(tmp_path / "dvae"))
   images = np.asarray(tok.decode(np.zeros((2, 49), np.int32)))
   assert images.shape == (2, 28, 28, 1) and (images >= 0).all() and (images <= 1).all()

@@ -42,6 +42,7 @@ from dgmjax.errors import ConfigError
 from dgmjax.eval import example_keys
 from dgmjax.eval import samples as sample_eval
 from dgmjax.losses import tokens as token_losses
+from dgmjax.nn import dvae as dvae_nn
 from dgmjax.nn.transformer import TokenTransformer
 from train import checkpoints as ckptlib
 from train import harness
@@ -51,6 +52,9 @@ ORDERS = ("autoregressive", "masked")
 #: Keys that fix the prior's parameters: a resume or evaluation must keep them.
 MODEL_KEYS = ("order", "class_conditional", "num_classes", "num_layers", "width", "num_heads")
 _EVAL_STREAM, _SAMPLE_STREAM, _METRIC_STREAM = 2_000_001, 2_000_002, 2_000_003
+_BOUND_STREAM = 2_000_004
+#: Draws c ~ q(c|x) per test image in the dVAE's two-stage bound.
+BOUND_SAMPLES = 10
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -177,12 +181,22 @@ class Tokenizer:
       encode = lambda x: model.apply(var, x, method="encode")
       unit = (lambda x: (x + 1) / 2) if cfg.pixel_format == "symmetric" else (lambda x: x)
       decode = lambda t: unit(model.apply(var, t, method="decode_indices"))
+      self.posterior_sample = None  # a VQ-VAE's encoder is deterministic
     else:
       model = dvae.build_model(cfg, self.image_shape)
       self.vocab_size = model.num_classes
       # The mode of q(c|x): the code the decoder was trained to read.
       encode = lambda x: jnp.argmax(model.logits(state.params, x), axis=-1)
       decode = lambda t: model.mean_image(state.params, jax.nn.one_hot(t, self.vocab_size))
+
+      def posterior_sample(x, keys):
+        logits = model.logits(state.params, x)
+        codes = jax.vmap(dvae_nn.hard_codes)(keys, logits)
+        tokens = jnp.argmax(codes, -1).reshape(len(x), -1).astype(jnp.int32)
+        return (tokens, -model.log_likelihood(state.params, codes, x),
+                model.log_posterior(codes, logits))
+
+      self.posterior_sample = jax.jit(posterior_sample)
     self.grid = jax.eval_shape(encode, jnp.zeros((1, *self.image_shape))).shape[1:]
     self.seq_len = math.prod(self.grid)
     self.encode = jax.jit(lambda x: encode(x).reshape(len(x), -1).astype(jnp.int32))
@@ -203,10 +217,22 @@ class Tokenizer:
     return dgdata.load_image_dataset(self.config.dataset, data_dir=self.config.data_dir or None,
                                      limit=self.config.data_limit or None)
 
+  def images(self, split: str) -> np.ndarray:
+    """A whole split in the tokenizer's pixel format, as its own evaluation saw it."""
+    return harness.formatted(self.splits[split], self.config.pixel_format, split)["image"]
+
   def tokens(self, split: str, batch: int = 256) -> np.ndarray:
-    x = harness.formatted(self.splits[split], self.config.pixel_format, split)["image"]
+    x = self.images(split)
     return np.concatenate([np.asarray(self.encode(x[i:i + batch]))
                            for i in range(0, len(x), batch)])
+
+  def test_mse(self, batch: int = 256) -> float:
+    """Mean squared error of the test images' decoded codes, pixels in [0, 1]."""
+    x = self.images("test")
+    unit = (x + 1) / 2 if self.config.pixel_format == "symmetric" else x
+    err = [np.sum((np.asarray(self.decode(self.encode(x[i:i + batch]))) - unit[i:i + batch]) ** 2)
+           for i in range(0, len(x), batch)]
+    return float(np.sum(err) / unit.size)
 
 
 @functools.lru_cache(maxsize=4)
@@ -436,6 +462,33 @@ def make_task(config, info: harness.DataInfo) -> harness.Task:
     speed = {"sample/images_per_sec": timed / elapsed, "sample/first_batch_s": first_s}
     return np.concatenate(out)[:n], None if labels is None else labels[:n], speed
 
+  def two_stage_bound(params) -> dict:
+    """dVAE + autoregressive prior: -ELBO of the test images with p_psi(c) as the prior.
+
+    ``-log p(x) <= E_q[-log p(x|c) + log q(c|x) - log p_psi(c)]`` (the ELBO of
+    the lecture with the learned token prior in place of the uniform one),
+    estimated with :data:`BOUND_SAMPLES` draws ``c ~ q(c|x)`` per image; the
+    same draws with ``log p(c) = -N log K`` give the tokenizer's own bound.
+    """
+    x = tok.images("test")
+    b = min(config.eval_batch_size, len(x))
+    log_prior = jax.jit(lambda p, t: -token_losses.token_cross_entropy(
+        model.apply(p, t), t, reduction="sum"))
+    base = jax.random.fold_in(jax.random.key(config.seed), _BOUND_STREAM)
+    learned, uniform = [], []
+    for s in range(BOUND_SAMPLES):
+      for i in range(0, len(x), b):
+        keys = example_keys(jax.random.fold_in(base, s), jnp.arange(i, min(i + b, len(x))))
+        tokens, recon, log_q = tok.posterior_sample(x[i:i + b], keys)
+        rest = np.asarray(recon + log_q)
+        learned.append(rest - np.asarray(log_prior(params, tokens)))
+        uniform.append(rest + tok.seq_len * math.log(tok.vocab_size))
+    nats = float(np.mean(np.concatenate(learned)))
+    return {"test/two_stage_neg_elbo": nats,
+            "test/two_stage_bits_per_dim": nats / (math.prod(tok.image_shape) * math.log(2)),
+            "test/uniform_prior_neg_elbo": float(np.mean(np.concatenate(uniform))),
+            "two_stage_samples": BOUND_SAMPLES}
+
   def report(state, ctx: harness.Context):
     nats = float(ctx.results["nll"]["test"]["nats_per_token"])
     # Masked order: the cross-entropy of masked tokens at a random ratio, not a likelihood.
@@ -443,6 +496,11 @@ def make_task(config, info: harness.DataInfo) -> harness.Task:
     out = {name: nats / math.log(2), "num_params": count_params(state.params),
            "vocab_size": tok.vocab_size, "seq_len": tok.seq_len,
            "uniform_bits_per_token": math.log2(tok.vocab_size)}
+    if tok.posterior_sample is None:
+      # What the decoded samples can be at best: the tokenizer's reconstructions.
+      out["tokenizer/test_mse"] = tok.test_mse()
+    elif model.causal and not config.class_conditional:
+      out.update(two_stage_bound(state.params))
     fake, labels, speed = draw(state)
     # Exactly train.gan's figures: its classifier (trained once per data set and
     # cached) and its metric function, so the numbers compare.
