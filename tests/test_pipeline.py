@@ -31,6 +31,9 @@ from dgmjax.data import pipeline, tfds_writer
 from dgmjax.errors import ConfigError
 from train import harness, vqvae
 
+# Module-scoped fixtures: the whole file runs on one xdist worker (--dist loadgroup).
+pytestmark = pytest.mark.xdist_group("pipeline")
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N_TRAIN, N_TEST = 300, 40
 

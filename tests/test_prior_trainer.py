@@ -17,6 +17,9 @@ from dgmjax.errors import ConfigError
 from dgmjax.eval import samples as sample_eval
 from train import gan, harness, prior, vqvae
 
+# Module-scoped fixtures: the whole file runs on one xdist worker (--dist loadgroup).
+pytestmark = pytest.mark.xdist_group("prior_trainer")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -18,6 +18,9 @@ from tests_support import tiny_vqvae_config
 from dgmjax.eval import runs
 from train import gan, harness, vqvae
 
+# Module-scoped fixtures: the whole file runs on one xdist worker (--dist loadgroup).
+pytestmark = pytest.mark.xdist_group("runs")
+
 
 def _leaves(tree):
   out = []
