@@ -149,8 +149,19 @@ def _sharpened(params, factor):
   return {**params, "decoder": jax.tree.map(lambda p: factor * p, params["decoder"])}
 
 
-def test_ais_on_the_avb_toy_agrees_with_the_exact_grid_value():
+def _exact_and_ais(decode_logits, log_lik, x):
+  """Grid log p(x) of a 2-D-latent Bernoulli decoder, and AIS's estimate and s.e."""
   from dgmjax.eval import likelihood
+
+  exact = likelihood.grid_log_marginal(decode_logits, np.asarray(x).reshape(x.shape[0], -1),
+                                       size=512)
+  lp, sp = ais.standard_normal_prior(2)
+  out = ais.ais_log_prob(jax.random.key(1), x, log_prior=lp, sample_prior=sp,
+                         log_likelihood=log_lik, num_steps=300, num_chains=32, step_size=0.3)
+  return exact, np.asarray(out.log_prob, np.float64), mc_error(out.log_weights)
+
+
+def test_ais_on_the_avb_toy_agrees_with_the_exact_grid_value():
   from dgmjax.models.avb import make_avb
 
   model = make_avb(image_shape=(2, 2, 1), latent_dim=2, noise_dim=3, hidden=(16, 16),
@@ -159,19 +170,13 @@ def test_ais_on_the_avb_toy_agrees_with_the_exact_grid_value():
   params, _ = model.init(jax.random.key(0), points)
   params = _sharpened(params, 2.0)
   dec = lambda z: model.decoder.apply(params["decoder"], z).reshape(z.shape[0], -1)
-  exact = likelihood.grid_log_marginal(dec, np.eye(4, dtype=np.float32), size=512)
-  lp, sp = ais.standard_normal_prior(2)
-  out = ais.ais_log_prob(jax.random.key(1), points, log_prior=lp, sample_prior=sp,
-                         log_likelihood=lambda z, x: model.log_likelihood(params, z, x),
-                         num_steps=300, num_chains=32, step_size=0.3)
-  est = np.asarray(out.log_prob, np.float64)
-  se = mc_error(out.log_weights)
+  exact, est, se = _exact_and_ais(dec, lambda z, x: model.log_likelihood(params, z, x), points)
   assert np.all(np.abs(est - exact) < 4 * se + 0.03), (est - exact, se)
   assert abs(np.mean(est - exact)) < 0.03, est - exact
 
 
 def test_ais_on_a_vae_beats_iwae_k_and_agrees_with_iwae_5000():
-  from dgmjax.eval import likelihood, surgery_report
+  from dgmjax.eval import surgery_report
   from dgmjax.models.vae import make_vae
 
   model = make_vae(arch="mlp", image_shape=(4, 4, 1), latent_dim=2, prior="gaussian",
@@ -179,13 +184,7 @@ def test_ais_on_a_vae_beats_iwae_k_and_agrees_with_iwae_5000():
   x = jnp.asarray(np.random.default_rng(0).random((6, 4, 4, 1)) < 0.4, jnp.float32)
   params = _sharpened(model.init(jax.random.key(0), x), 2.0)
   dec = lambda z: model.decode(params, z).reshape(z.shape[0], -1)
-  exact = likelihood.grid_log_marginal(dec, np.asarray(x).reshape(6, -1), size=512)
-  lp, sp = ais.standard_normal_prior(2)
-  out = ais.ais_log_prob(jax.random.key(1), x, log_prior=lp, sample_prior=sp,
-                         log_likelihood=lambda z, xx: model.log_likelihood(params, z, xx),
-                         num_steps=300, num_chains=32, step_size=0.3)
-  est = np.asarray(out.log_prob, np.float64)
-  se = mc_error(out.log_weights)
+  exact, est, se = _exact_and_ais(dec, lambda z, xx: model.log_likelihood(params, z, xx), x)
 
   def iwae(k, keys):  # one compiled call for all keys: (len(keys), 6)
     fn = jax.vmap(lambda key: surgery_report.iwae(model, params, x, key, num_samples=k,
