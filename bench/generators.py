@@ -254,7 +254,8 @@ class Generator:
   estimator: str = "—"
   kind: str = ""  # "binary" | "grey" | ""
   ais: AISModel | None = None
-  per_example_log_lik: Callable[[np.ndarray], np.ndarray] | None = None  # binary test -> (N,)
+  # test images of its kind (binary or grey) -> (N,) nats
+  per_example_log_lik: Callable[[np.ndarray], np.ndarray] | None = None
   notes: list[str] = dataclasses.field(default_factory=list)
   source: str = ""
 
@@ -512,6 +513,7 @@ def p1_generator(train_unit: np.ndarray, test_unit: np.ndarray, eps: float, name
   return Generator(
       name, f"p1: kernel density, ε = {eps:g}", kde.sample,
       log_lik, "exact", "grey",
+      per_example_log_lik=lambda x: np.asarray(kde.log_prob(jnp.asarray(x))),
       notes=[f"samples: a training digit + N(0, {eps:g}·I) noise (std {math.sqrt(eps):.3g}); "
              "not clipped for the metrics"])
 
@@ -548,9 +550,10 @@ def generate(gen: Generator, key: jax.Array, n: int, batch: int) -> tuple[np.nda
   return x, n / elapsed
 
 
-def ais_estimate(model: AISModel, x: np.ndarray, key: jax.Array, args) -> dict:
+def ais_estimate(model: AISModel, x: np.ndarray, key: jax.Array, *, steps: int, chains: int,
+                 batch: int) -> dict:
   """AIS log p̂(x) per example (batched over examples, one compiled shape)."""
-  b = min(args.ais_batch, len(x))
+  b = min(batch, len(x))
   out, acc = [], []
   for i in range(0, len(x), b):
     chunk = x[i:i + b]
@@ -560,7 +563,7 @@ def ais_estimate(model: AISModel, x: np.ndarray, key: jax.Array, args) -> dict:
     res = ais_lib.ais_log_prob(
         jax.random.fold_in(key, i), jnp.asarray(chunk), log_prior=model.log_prior,
         log_likelihood=model.log_likelihood, sample_prior=model.sample_prior,
-        num_steps=args.ais_steps, num_chains=args.ais_chains)
+        num_steps=steps, num_chains=chains)
     out.append(np.asarray(res.log_prob)[:b - pad])
     acc.append(np.asarray(res.acceptance_rate)[:b - pad])
   lp = np.concatenate(out)
@@ -574,16 +577,17 @@ def choose_gan_sigma(gen: Generator, x_val: np.ndarray, key: jax.Array, args,
   """σ of N(x; G(z), σ²I) with the best AIS log-likelihood on held-out digits."""
   if args.gan_sigma:
     return args.gan_sigma
-  cheap = argparse.Namespace(**{**vars(args), "ais_steps": max(10, args.ais_steps // 4)})
   scores = {}
   for s in args.gan_sigmas:
     model = dataclasses.replace(
         gen.ais, log_likelihood=gaussian_observation(gen.ais.observation_mean, s))
-    scores[s] = ais_estimate(model, x_val, key, cheap)["mean"]
+    scores[s] = ais_estimate(model, x_val, key, steps=args.gan_sigma_steps,
+                             chains=args.gan_sigma_chains, batch=len(x_val))["mean"]
   best = max(scores, key=scores.get)
   if best in (min(scores), max(scores)) and len(scores) > 1:
     log(f"# gan: warning: σ = {best:g} is at the edge of --gan-sigmas; widen the grid.")
-  log(f"# gan: σ by AIS ({cheap.ais_steps} steps) on {len(x_val)} held-out test digits: "
+  log(f"# gan: σ by AIS ({args.gan_sigma_steps} steps, {args.gan_sigma_chains} chains) on "
+      f"{len(x_val)} held-out test digits: "
       + ", ".join(f"σ={s:g}: {v:.1f}" for s, v in scores.items()) + f" -> σ = {best:g}")
   return best
 
@@ -612,7 +616,9 @@ def table(results: list[dict], with_ais: bool, ais_n: int) -> str:
            _fmt(m["class_kl"], 3), f"{r['images_per_s']:,.0f}"]
     if with_ais:
       a = r.get("ais")
-      row.insert(4, f"{a['mean']:.2f} ± {a['sem']:.2f} ({a['kind']})" if a else "—")
+      n = len(a.get("indices", ())) if a else 0
+      where = f", {n} digits" if a and n and n != ais_n else ""
+      row.insert(4, f"{a['mean']:.2f} ± {a['sem']:.2f} ({a['kind']}{where})" if a else "—")
     lines.append("| " + " | ".join(row) + " |")
   return "\n".join(lines)
 
@@ -642,6 +648,16 @@ def _commit() -> str:
                           text=True, check=True, cwd=os.path.dirname(__file__)).stdout.strip()
   except (OSError, subprocess.CalledProcessError):
     return "unknown"
+
+
+def _read_ais(path: str, settings: dict) -> dict | None:
+  """A stored AIS result with exactly these settings, else None (recomputed)."""
+  try:
+    with open(path) as f:
+      stored = json.load(f)
+  except (OSError, ValueError):
+    return None
+  return stored["result"] if stored.get("settings") == settings else None
 
 
 def _paired(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
@@ -688,8 +704,17 @@ def main(argv: list[str] | None = None) -> None:
   p.add_argument("--ais-batch", type=int, default=10, help="test digits per AIS call")
   p.add_argument("--gan-sigmas", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.3])
   p.add_argument("--gan-sigma", type=float, default=0.0, help="fix σ instead of choosing it")
-  p.add_argument("--gan-sigma-examples", type=int, default=20,
+  p.add_argument("--gan-sigma-examples", type=int, default=10,
                  help="held-out test digits (outside the AIS subset) that choose σ")
+  p.add_argument("--gan-sigma-steps", type=int, default=60, help="AIS steps of the σ choice")
+  p.add_argument("--gan-sigma-chains", type=int, default=4, help="AIS chains of the σ choice")
+  # The DCGAN's generator costs ~0.2 s per gradient at 160 latents on a 2-core CPU, so the
+  # settings of the MLP decoders would take hours: the GAN gets its own, on a subset of the
+  # same digits (the VAEs' AIS on that subset is printed beside it).
+  p.add_argument("--gan-ais-examples", type=int, default=20,
+                 help="test digits of the GAN's AIS (every k-th of the --ais-examples subset)")
+  p.add_argument("--gan-ais-chains", type=int, default=8)
+  p.add_argument("--gan-ais-steps", type=int, default=300)
   p.add_argument("--picture-samples", type=int, default=10)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--smoke", action="store_true",
@@ -702,9 +727,14 @@ def main(argv: list[str] | None = None) -> None:
     args.ais_examples, args.ais_chains = min(args.ais_examples, 4), min(args.ais_chains, 2)
     args.ais_steps, args.gan_sigma_examples = min(args.ais_steps, 10), 2
     args.ais_batch = min(args.ais_batch, 2)
+    args.gan_ais_examples, args.gan_ais_chains = min(args.gan_ais_examples, 2), 2
+    args.gan_ais_steps, args.gan_sigma_steps = min(args.gan_ais_steps, 10), 5
+    args.gan_sigma_chains = 2
   for name in ("num_samples", "sample_batch", "ais_examples", "ais_chains", "ais_steps",
-               "ais_batch", "picture_samples"):
-    if getattr(args, name) < (2 if name in ("num_samples", "ais_examples") else 1):
+               "ais_batch", "picture_samples", "gan_sigma_examples", "gan_sigma_steps",
+               "gan_sigma_chains", "gan_ais_examples", "gan_ais_chains", "gan_ais_steps"):
+    if getattr(args, name) < (2 if name in ("num_samples", "ais_examples",
+                                            "gan_ais_examples") else 1):
       raise SystemExit(f"error: --{name.replace('_', '-')} must be a positive int, got "
                        f"{getattr(args, name)}.")
   if any(e <= 0 for e in args.p1_eps) or any(s <= 0 for s in args.gan_sigmas) or \
@@ -803,26 +833,56 @@ def main(argv: list[str] | None = None) -> None:
   ais_idx = np.linspace(0, len(test_unit) - 1, min(args.ais_examples, len(test_unit))).astype(int)
   ais_idx = np.unique(ais_idx)
   ais_results: dict[str, dict] = {}
+  gan_idx = ais_idx[np.linspace(0, len(ais_idx) - 1,
+                                min(args.gan_ais_examples, len(ais_idx))).astype(int)]
+  gan_idx = np.unique(gan_idx)
+  ais_cache = os.path.join(args.cache, "ais")
   if args.ais:
+    os.makedirs(ais_cache, exist_ok=True)
     for name, gen in gens.items():
       if gen.ais is None or not show(name):
         continue
       t0 = time.time()
       k_ais = jax.random.fold_in(key, 1000 + TABLE_ORDER.index(name))
-      if name == "gan":
-        rest = np.setdiff1d(np.arange(len(test_unit)), ais_idx)[:args.gan_sigma_examples]
-        if not args.gan_sigma and len(rest) == 0:
-          raise SystemExit("error: no test digit is left outside the AIS subset to choose the "
-                           "GAN's σ; lower --ais-examples or give --gan-sigma.")
-        sigma = choose_gan_sigma(gen, test_unit[rest], jax.random.fold_in(k_ais, 1), args, log)
-        gen.ais = dataclasses.replace(
-            gen.ais, log_likelihood=gaussian_observation(gen.ais.observation_mean, sigma),
-            note=f"N(x; G(z), σ²I), σ = {sigma:g} on [0, 1] pixels")
-      x = (test_binary if gen.ais.kind == "binary" else test_unit)[ais_idx]
-      res = ais_estimate(gen.ais, x, k_ais, args)
-      res.update(kind=gen.ais.kind, note=gen.ais.note, seconds=time.time() - t0)
+      is_gan = name == "gan"
+      idx = gan_idx if is_gan else ais_idx
+      steps, chains = ((args.gan_ais_steps, args.gan_ais_chains) if is_gan
+                       else (args.ais_steps, args.ais_chains))
+      batch = max(1, args.ais_batch * args.ais_chains // chains)
+      settings = {"source": gen.source, "indices": [int(i) for i in idx], "steps": steps,
+                  "chains": chains, "batch": batch, "seed": args.seed}
+      if is_gan:
+        settings["sigma"] = args.gan_sigma or {
+            "grid": list(args.gan_sigmas), "examples": args.gan_sigma_examples,
+            "steps": args.gan_sigma_steps, "chains": args.gan_sigma_chains}
+      path = os.path.join(ais_cache, f"{name}.json")
+      res = _read_ais(path, settings)
+      if res is not None:
+        log(f"# {name}: reusing its AIS result from {path}")
+      else:
+        if is_gan:
+          rest = np.setdiff1d(np.arange(len(test_unit)), ais_idx)[:args.gan_sigma_examples]
+          if not args.gan_sigma and len(rest) == 0:
+            raise SystemExit("error: no test digit is left outside the AIS subset to choose "
+                             "the GAN's σ; lower --ais-examples or give --gan-sigma.")
+          sigma = choose_gan_sigma(gen, test_unit[rest], jax.random.fold_in(k_ais, 1), args,
+                                   log)
+          model = dataclasses.replace(
+              gen.ais, log_likelihood=gaussian_observation(gen.ais.observation_mean, sigma),
+              note=f"N(x; G(z), σ²I), σ = {sigma:g} on [0, 1] pixels; AIS {steps} steps, "
+              f"{chains} chains on {len(idx)} of the AIS digits")
+        else:
+          model = gen.ais
+        x = (test_binary if model.kind == "binary" else test_unit)[idx]
+        res = ais_estimate(model, x, k_ais, steps=steps, chains=chains, batch=batch)
+        res.update(kind=model.kind, note=model.note, seconds=time.time() - t0,
+                   indices=[int(i) for i in idx])
+        res["per_example"] = [float(v) for v in res["per_example"]]
+        with open(path + ".tmp", "w") as f:
+          json.dump({"settings": settings, "result": res}, f)
+        os.replace(path + ".tmp", path)
       ais_results[name] = res
-      log(f"# {name}: AIS {res['mean']:.2f} ± {res['sem']:.2f} nats on {len(x)} digits "
+      log(f"# {name}: AIS {res['mean']:.2f} ± {res['sem']:.2f} nats on {len(idx)} digits "
           f"(acceptance {res['acceptance']:.2f}, {res['seconds']:.0f} s)")
 
   # -- sample metrics ----------------------------------------------------------
@@ -874,6 +934,17 @@ def main(argv: list[str] | None = None) -> None:
       d, se = _paired(ais_results[vae]["per_example"], iwae)
       findings.append(f"{gens[vae].label}: AIS − {gens[vae].estimator} on the same "
                       f"{len(ais_idx)} digits = {d:+.2f} ± {se:.2f} nats (AIS should be ≥).")
+  if "gan" in ais_results:
+    sub = np.asarray(ais_results["gan"]["indices"])
+    gan_lp = np.asarray(ais_results["gan"]["per_example"])
+    for p1 in ("p1_small", "p1_large"):
+      if p1 in gens:
+        exact = gens[p1].per_example_log_lik(test_unit[sub])
+        d, se = _paired(gan_lp, exact)
+        findings.append(
+            f"Grey densities on the GAN's {len(sub)} AIS digits: GAN (AIS, Gaussian "
+            f"observation) {gan_lp.mean():.1f} vs {gens[p1].label} "
+            f"(exact) {exact.mean():.1f} nats; GAN − p1 = {d:+.1f} ± {se:.1f}.")
   if "avb" in ais_results:
     for vae in ("avb_gaussian", "vae_gaussian"):
       if vae in ais_results:
@@ -899,8 +970,9 @@ def main(argv: list[str] | None = None) -> None:
   if args.ais:
     ais_line = (f"\n\nAIS: {args.ais_steps} sigmoid-spaced temperatures, {args.ais_chains} "
                 f"chains, HMC with 10 leapfrog steps (step size adapted to 0.65 acceptance), "
-                f"on {len(ais_idx)} evenly spaced test digits; ± is the standard error over "
-                "digits.")
+                f"on {len(ais_idx)} evenly spaced test digits (the GAN: {args.gan_ais_steps} "
+                f"temperatures, {args.gan_ais_chains} chains on {len(gan_idx)} of them); ± is the "
+                "standard error over digits.")
   text = header + ais_line + "\n\n" + table(results, args.ais, len(ais_idx))
   notes = [f"- {r['label']}: " + "; ".join(r["notes"] + ([r["ais"]["note"]] if r.get("ais")
                                                           and r["ais"]["note"] else []))

@@ -162,5 +162,24 @@ def test_smoke_run_end_to_end(tmp_path, capsys):
   assert rows["p1_small"]["log_lik"] < rows["p1_large"]["log_lik"]
   assert os.path.exists(os.path.join(cache, "generators_samples.png"))
   capsys.readouterr()
-  bg.main(argv)  # the finished run is reused, not retrained
-  assert "reusing the finished run" in capsys.readouterr().err
+  bg.main(argv)  # the finished run is reused, not retrained, and so is its AIS result
+  err = capsys.readouterr().err
+  assert "reusing the finished run" in err and "reusing its AIS result" in err
+  again = {r["name"]: r for r in json.load(open(os.path.join(cache, "generators.json")))["results"]}
+  assert again["vae_gaussian"]["ais"]["per_example"] == rows["vae_gaussian"]["ais"]["per_example"]
+
+
+def test_stored_ais_result_is_reused_only_with_the_same_settings(tmp_path):
+  path = str(tmp_path / "vae.json")
+  settings = {"source": "runs/vae (step 10)", "indices": [0, 4], "steps": 5, "chains": 2,
+              "batch": 2, "seed": 0}
+  assert bg._read_ais(path, settings) is None  # nothing stored
+  result = {"mean": -90.0, "per_example": [-89.0, -91.0]}
+  with open(path, "w") as f:
+    json.dump({"settings": settings, "result": result}, f)
+  assert bg._read_ais(path, settings) == result
+  for key, value in (("steps", 6), ("indices", [0, 5]), ("source", "runs/vae (step 20)")):
+    assert bg._read_ais(path, {**settings, key: value}) is None
+  with open(path, "w") as f:
+    f.write("{not json")
+  assert bg._read_ais(path, settings) is None
