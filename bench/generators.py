@@ -509,11 +509,14 @@ class _Sampler:
 
 def p1_generator(train_unit: np.ndarray, test_unit: np.ndarray, eps: float, name: str) -> Generator:
   kde = kernel_density.KernelDensity(jnp.asarray(train_unit), eps=eps)
-  log_lik = float(np.mean(np.asarray(kde.log_prob(jnp.asarray(test_unit)))))
+
+  def per_example(x: np.ndarray) -> np.ndarray:
+    return np.asarray(kde.log_prob(jnp.asarray(x)))
+
   return Generator(
       name, f"p1: kernel density, ε = {eps:g}", kde.sample,
-      log_lik, "exact", "grey",
-      per_example_log_lik=lambda x: np.asarray(kde.log_prob(jnp.asarray(x))),
+      float(np.mean(per_example(test_unit))), "exact", "grey",
+      per_example_log_lik=per_example,
       notes=[f"samples: a training digit + N(0, {eps:g}·I) noise (std {math.sqrt(eps):.3g}); "
              "not clipped for the metrics"])
 
@@ -657,7 +660,9 @@ def _read_ais(path: str, settings: dict) -> dict | None:
       stored = json.load(f)
   except (OSError, ValueError):
     return None
-  return stored["result"] if stored.get("settings") == settings else None
+  if not isinstance(stored, dict) or stored.get("settings") != settings:
+    return None
+  return stored.get("result")
 
 
 def _paired(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
