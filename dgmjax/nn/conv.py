@@ -12,6 +12,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 
+from dgmjax.nn.batch_slices import apply_in_slices
 from dgmjax.nn.conv_transpose import ConvTranspose
 
 
@@ -48,15 +49,27 @@ class ConvEncoder(nn.Module):
   num_res_blocks: int = 2
   res_hidden: int = 32
   out_dim: int = 64
+  batch_slices: int | str = "auto"  # dgmjax.nn.batch_slices: concurrent slices on CPU
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    for ch in self.channels:
-      x = nn.relu(nn.Conv(ch, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)))(x))
-    x = nn.Conv(self.channels[-1], (3, 3))(x)
-    for _ in range(self.num_res_blocks):
-      x = ResBlock(self.res_hidden)(x)
-    return nn.Conv(self.out_dim, (1, 1))(nn.relu(x))
+    # Built once, in the order that gives flax's usual names, then applied to
+    # each slice of the batch (shared parameters).
+    down = [nn.Conv(ch, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)))
+            for ch in self.channels]
+    mid = nn.Conv(self.channels[-1], (3, 3))
+    blocks = [ResBlock(self.res_hidden) for _ in range(self.num_res_blocks)]
+    head = nn.Conv(self.out_dim, (1, 1))
+
+    def net(x):
+      for conv in down:
+        x = nn.relu(conv(x))
+      x = mid(x)
+      for block in blocks:
+        x = block(x)
+      return head(nn.relu(x))
+
+    return apply_in_slices(net, x, self.batch_slices)
 
 
 class ConvDecoder(nn.Module):
@@ -67,17 +80,25 @@ class ConvDecoder(nn.Module):
   res_hidden: int = 32
   out_channels: int = 1
   impl: str = "auto"  # transposed convolutions: dgmjax.nn.conv_transpose.choose_impl
+  batch_slices: int | str = "auto"  # dgmjax.nn.batch_slices: concurrent slices on CPU
 
   @nn.compact
   def __call__(self, z: jax.Array) -> jax.Array:
-    x = nn.Conv(self.channels[0], (3, 3))(z)
-    for _ in range(self.num_res_blocks):
-      x = ResBlock(self.res_hidden)(x)
-    x = nn.relu(x)
+    first = nn.Conv(self.channels[0], (3, 3))
+    blocks = [ResBlock(self.res_hidden) for _ in range(self.num_res_blocks)]
     # dgmjax's ConvTranspose is flax's (same parameters and names, so older
     # checkpoints load), computed per output phase where that is faster on CPU.
-    for i, ch in enumerate(self.channels[1:]):
-      x = nn.relu(ConvTranspose(ch, (4, 4), strides=(2, 2), padding="SAME", impl=self.impl,
-                                name=f"ConvTranspose_{i}")(x))
-    return ConvTranspose(self.out_channels, (4, 4), strides=(2, 2), padding="SAME",
-                         impl=self.impl, name=f"ConvTranspose_{len(self.channels) - 1}")(x)
+    ups = [ConvTranspose(ch, (4, 4), strides=(2, 2), padding="SAME", impl=self.impl,
+                         name=f"ConvTranspose_{i}")
+           for i, ch in enumerate(tuple(self.channels[1:]) + (self.out_channels,))]
+
+    def net(z):
+      x = first(z)
+      for block in blocks:
+        x = block(x)
+      x = nn.relu(x)
+      for up in ups[:-1]:
+        x = nn.relu(up(x))
+      return ups[-1](x)
+
+    return apply_in_slices(net, z, self.batch_slices)

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from dgmjax import _checks
+from dgmjax.nn.batch_slices import apply_in_slices
 from dgmjax.nn.conv_transpose import ConvTranspose
 
 __all__ = [
@@ -141,6 +142,7 @@ class DCGANGenerator(nn.Module):
 
   image_shape: Sequence[int] = (28, 28, 1)
   base_channels: int = 64
+  batch_slices: int | str = "auto"  # dgmjax.nn.batch_slices: concurrent slices on CPU
 
   @nn.compact
   def __call__(self, z: jax.Array) -> jax.Array:
@@ -149,15 +151,20 @@ class DCGANGenerator(nn.Module):
       raise ValueError(f"image_shape height and width must be multiples of 4, "
                        f"got {tuple(self.image_shape)}.")
     h, w, ch = h_img // 4, w_img // 4, 2 * self.base_channels
-    x = nn.Dense(h * w * ch)(z).reshape(z.shape[0], h, w, ch)
-    x = nn.relu(nn.LayerNorm()(x))
+    dense, norm0 = nn.Dense(h * w * ch), nn.LayerNorm()
     # flax's ConvTranspose with its parameter names, computed per output phase
     # where that is faster on CPU (dgmjax.nn.conv_transpose).
-    x = ConvTranspose(self.base_channels, (4, 4), strides=(2, 2), padding="SAME",
-                      name="ConvTranspose_0")(x)
-    x = nn.relu(nn.LayerNorm()(x))
-    x = ConvTranspose(c_img, (4, 4), strides=(2, 2), padding="SAME", name="ConvTranspose_1")(x)
-    return jnp.tanh(x)
+    up0 = ConvTranspose(self.base_channels, (4, 4), strides=(2, 2), padding="SAME",
+                        name="ConvTranspose_0")
+    norm1 = nn.LayerNorm()
+    up1 = ConvTranspose(c_img, (4, 4), strides=(2, 2), padding="SAME", name="ConvTranspose_1")
+
+    def net(z):
+      x = dense(z).reshape(z.shape[0], h, w, ch)
+      x = up0(nn.relu(norm0(x)))
+      return jnp.tanh(up1(nn.relu(norm1(x))))
+
+    return apply_in_slices(net, z, self.batch_slices)
 
 
 class DCGANDiscriminator(nn.Module):
@@ -174,11 +181,17 @@ class DCGANDiscriminator(nn.Module):
   """
 
   base_channels: int = 64
+  batch_slices: int | str = "auto"  # dgmjax.nn.batch_slices: concurrent slices on CPU
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     pad = ((1, 1), (1, 1))
-    x = nn.leaky_relu(nn.Conv(self.base_channels, (4, 4), strides=(2, 2), padding=pad)(x), 0.2)
-    x = nn.leaky_relu(nn.Conv(2 * self.base_channels, (4, 4), strides=(2, 2), padding=pad)(x),
-                      0.2)
-    return nn.Dense(1)(x.reshape(x.shape[0], -1))[..., 0]
+    conv0 = nn.Conv(self.base_channels, (4, 4), strides=(2, 2), padding=pad)
+    conv1 = nn.Conv(2 * self.base_channels, (4, 4), strides=(2, 2), padding=pad)
+    head = nn.Dense(1)
+
+    def net(x):
+      x = nn.leaky_relu(conv1(nn.leaky_relu(conv0(x), 0.2)), 0.2)
+      return head(x.reshape(x.shape[0], -1))[..., 0]
+
+    return apply_in_slices(net, x, self.batch_slices)
