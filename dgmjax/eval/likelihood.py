@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dgmjax import rng
 from dgmjax.losses import elbo
 
 
@@ -95,10 +96,10 @@ def importance_log_marginal(
     k_z, k_m, k_p, k_c = jax.random.split(k, 4)
     which = jax.random.randint(k_m, (n, mean.shape[0]), 0, len(scales))
     std = widths[which][..., None] * jnp.exp(0.5 * log_var)
-    z = mean + std * jax.random.normal(k_z, (n,) + mean.shape)
+    z = mean + std * rng.normal(k_z, (n,) + mean.shape)
     if prior_weight > 0.0:
-      use_prior = jax.random.uniform(k_c, z.shape[:-1] + (1,)) < prior_weight
-      z = jnp.where(use_prior, jax.random.normal(k_p, z.shape), z)
+      use_prior = rng.uniform(k_c, z.shape[:-1] + (1,)) < prior_weight
+      z = jnp.where(use_prior, rng.normal(k_p, z.shape), z)
     log_p = prior(z)
     comps = jnp.stack([elbo.log_normal_diag(z, mean, lv) for lv in log_vars])
     log_r = log_mix + jax.nn.logsumexp(comps, axis=0)

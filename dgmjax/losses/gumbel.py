@@ -26,7 +26,7 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 
-from dgmjax import _checks
+from dgmjax import _checks, rng
 
 __all__ = [
     "gumbel_noise",
@@ -129,7 +129,8 @@ def gumbel_noise(
   if not jnp.issubdtype(dtype, jnp.floating):
     raise TypeError(f"dtype must be a floating dtype, got {dtype}.")
   finfo = jnp.finfo(dtype)
-  u = jax.random.uniform(key, tuple(shape), dtype, minval=finfo.tiny, maxval=1.0)
+  # jax.random.uniform's numbers, drawn flat: a rank-4 draw compiles slowly on CPU.
+  u = rng.uniform(key, tuple(shape), dtype, minval=finfo.tiny, maxval=1.0)
   return _gumbel_from_uniform(u)
 
 

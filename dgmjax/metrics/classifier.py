@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dgmjax import _checks
+from dgmjax import _checks, rng
 
 __all__ = [
     "Classifier",
@@ -76,8 +76,9 @@ class DigitClassifier(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    x = nn.relu(nn.Conv(16, (5, 5), strides=(2, 2))(x))
-    x = nn.relu(nn.Conv(32, (5, 5), strides=(2, 2))(x))
+    init = rng.lecun_normal()  # flax's default, compiled faster on CPU
+    x = nn.relu(nn.Conv(16, (5, 5), strides=(2, 2), kernel_init=init)(x))
+    x = nn.relu(nn.Conv(32, (5, 5), strides=(2, 2), kernel_init=init)(x))
     feats = nn.relu(nn.Dense(self.features)(x.reshape(x.shape[0], -1)))
     return nn.Dense(self.num_classes)(feats), feats
 

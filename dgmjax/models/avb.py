@@ -24,6 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dgmjax import rng
 from dgmjax.eval import likelihood
 from dgmjax.losses import density_ratio as dr
 from dgmjax.losses import elbo
@@ -128,7 +129,7 @@ class AVB:
     """
     if self.encoder_kind == "gaussian":
       return self.encoder.apply(params["encoder"], x)
-    eps = jax.random.normal(key, (num_moment_samples, x.shape[0], self.eps_dim))
+    eps = rng.normal(key, (num_moment_samples, x.shape[0], self.eps_dim))
     mean, std = dr.estimate_moments(self.encoder.apply(params["encoder"], x, eps), axis=0)
     return mean, 2.0 * jnp.log(std)
 
@@ -150,10 +151,10 @@ class AVB:
   def noise(self, key: jax.Array, batch: int, num: int):
     """ε for ``num`` loss samples per x, and ε for the moment draws (or None)."""
     k_eps, k_mom = jax.random.split(key)
-    eps = jax.random.normal(k_eps, (num, batch, self.eps_dim))
+    eps = rng.normal(k_eps, (num, batch, self.eps_dim))
     if not (self.adaptive_contrast and self.encoder_kind == "implicit"):
       return eps, None
-    return eps, jax.random.normal(k_mom, (self.ac_samples, batch, self.eps_dim))
+    return eps, rng.normal(k_mom, (self.ac_samples, batch, self.eps_dim))
 
   def terms(self, params, disc_params, x, eps, eps_moments=None):
     """log p(x|z), the KL estimate and the analytic KL (Gaussian q, else None), each (S, B)."""
@@ -176,7 +177,7 @@ class AVB:
     eps, eps_m = self.noise(k_post, b, 1)
     z, mean, std = self.posterior(params, x, eps, eps_m)
     z_post = jax.lax.stop_gradient(self.disc_inputs(z, mean, std))
-    z_prior = jax.random.normal(k_prior, (1, b, self.latent_dim))
+    z_prior = rng.normal(k_prior, (1, b, self.latent_dim))
     t_post = self.disc.apply(disc_params, x, z_post)
     t_prior = self.disc.apply(disc_params, x, z_prior)
     l_post, l_prior = dr.avb_discriminator_loss(t_post, t_prior)

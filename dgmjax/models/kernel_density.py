@@ -30,7 +30,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from dgmjax import _checks
+from dgmjax import _checks, rng
 from dgmjax.metrics import precision_recall as _pr
 
 __all__ = ["KernelDensity", "kernel_density_log_prob", "kernel_density_sample"]
@@ -143,7 +143,7 @@ def kernel_density_sample(
   _checks.check_positive("eps", eps)
   k_idx, k_noise = jax.random.split(key)
   idx = jax.random.randint(k_idx, (num_samples,), 0, train.shape[0], dtype=jnp.int32)
-  noise = jax.random.normal(k_noise, (num_samples,) + tuple(train.shape[1:]), train.dtype)
+  noise = rng.normal(k_noise, (num_samples,) + tuple(train.shape[1:]), train.dtype)
   x = jnp.asarray(train)[idx] + math.sqrt(eps) * noise
   return (x, idx) if return_indices else x
 

@@ -26,7 +26,7 @@ from typing import Protocol
 import jax
 import jax.numpy as jnp
 
-from dgmjax import _checks
+from dgmjax import _checks, rng
 
 __all__ = [
     "Density",
@@ -111,8 +111,8 @@ class UniformNoise:
     return jnp.where(inside, -d * math.log(self.high - self.low), -jnp.inf)
 
   def sample(self, key: jax.Array, num_samples: int) -> jax.Array:
-    return jax.random.uniform(key, (num_samples,) + tuple(self.event_shape),
-                              minval=self.low, maxval=self.high)
+    return rng.uniform(key, (num_samples,) + tuple(self.event_shape),
+                       minval=self.low, maxval=self.high)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,7 +139,7 @@ class GaussianNoise:
 
   def sample(self, key: jax.Array, num_samples: int) -> jax.Array:
     shape = (num_samples,) + tuple(self.event_shape)
-    return self.mean + self.std * jax.random.normal(key, shape)
+    return self.mean + self.std * rng.normal(key, shape)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,6 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dgmjax import rng
 from dgmjax.nn.conv import ConvDecoder, ConvEncoder
 
 ARCHS = ("mlp", "conv")
@@ -238,5 +239,5 @@ def reparameterize(
     raise ValueError(f"log_var must have the shape of mean, got {log_var.shape} vs "
                      f"{mean.shape}.")
   shape = mean.shape if num_samples is None else (num_samples,) + mean.shape
-  eps = jax.random.normal(key, shape, mean.dtype)
+  eps = rng.normal(key, shape, mean.dtype)  # jax.random.normal's numbers
   return mean + jnp.exp(0.5 * log_var) * eps
