@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 
-__all__ = ["bernoulli", "lecun_normal", "normal", "uniform"]
+__all__ = ["bernoulli", "default_kernel_init", "lecun_normal", "normal", "uniform"]
 
 Shape = Sequence[int]
 
@@ -97,3 +97,7 @@ def lecun_normal() -> jax.nn.initializers.Initializer:
     return base(key, (math.prod(shape[:-1]), shape[-1]), dtype).reshape(shape)
 
   return init
+
+
+# The one instance our conv layers pass as ``kernel_init`` (flax's default, drawn 2-D).
+default_kernel_init = lecun_normal()

@@ -18,7 +18,7 @@ from dgmjax.nn.conv_transpose import ConvTranspose
 
 # flax's default kernel initialiser, the same numbers, compiled in a fraction of the
 # time on CPU (dgmjax.rng).
-_KERNEL_INIT = rng.lecun_normal()
+_KERNEL_INIT = rng.default_kernel_init
 
 
 class ResBlock(nn.Module):

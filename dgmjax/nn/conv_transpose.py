@@ -171,7 +171,7 @@ class ConvTranspose(nn.Module):
   padding: Padding = "SAME"
   use_bias: bool = True
   # flax's default initialiser, the same numbers, compiled faster on CPU (dgmjax.rng).
-  kernel_init: nn.initializers.Initializer = rng.lecun_normal()
+  kernel_init: nn.initializers.Initializer = rng.default_kernel_init
   bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
   impl: str = "auto"
 

@@ -186,7 +186,7 @@ class DCGANDiscriminator(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     pad = ((1, 1), (1, 1))
-    init = rng.lecun_normal()  # flax's default, compiled faster on CPU
+    init = rng.default_kernel_init  # flax's default, compiled faster on CPU
     conv0 = nn.Conv(self.base_channels, (4, 4), strides=(2, 2), padding=pad, kernel_init=init)
     conv1 = nn.Conv(2 * self.base_channels, (4, 4), strides=(2, 2), padding=pad,
                     kernel_init=init)
