@@ -21,7 +21,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from tests_support import steps_two_ways
+from tests_support import (
+  assert_same_across_layouts,
+  evals_across_layouts,
+  steps_two_ways,
+)
 
 from dgmjax.data import BatchLoader
 from dgmjax.errors import ConfigError
@@ -37,6 +41,7 @@ TINY = {
     "eval_batch_size": 8, "toy_train_size": 512, "hidden": (16, 16), "disc_hidden": (16, 16),
     "noise_dim": 3, "ll_samples": 64, "ll_chunk": 32, "ll_moment_samples": 16,
     "grid_size": 96, "scatter_samples": 16, "eval_samples": 4, "quiet": True,
+    "num_devices": 1,
 }
 
 
@@ -215,6 +220,18 @@ def test_sharded_step_equals_single_device(over):
                 for a, b in zip(_leaves(s0[player].params), _leaves(s1[player].params),
                                 strict=True))
     assert moved > 1e-4, player
+
+
+@pytest.mark.parametrize("over", [{}, {"encoder": "implicit", "adaptive_contrast": True}])
+def test_evaluations_do_not_depend_on_batch_size_or_device_count(over):
+  # ELBO, KL and importance-sampled log p(x) are Monte Carlo estimates; each
+  # example's noise is keyed by its position in the split.
+  config = tiny_config(**over)
+  _, test, info = avb.load(config)
+  results = evals_across_layouts(avb.make_task(config, info), config, test)
+  assert set(results) == {"elbo", "log_px", "posterior"}
+  assert_same_across_layouts(results, rtol=1e-4, atol=1e-4)
+
 
 
 @pytest.mark.parametrize("over,key", [

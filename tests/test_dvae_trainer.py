@@ -18,7 +18,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from tests_support import steps_two_ways
+from tests_support import (
+  assert_same_across_layouts,
+  evals_across_layouts,
+  steps_two_ways,
+)
 
 from dgmjax.data import BatchLoader
 from dgmjax.errors import ConfigError
@@ -32,7 +36,7 @@ TINY = {
     "batch_size": 32, "eval_batch_size": 64, "eval_every": 0, "num_images": 16,
     "num_vars": 4, "num_classes": 5, "hidden": (32, 16), "iwae_samples": 20,
     "iwae_chunk": 8, "num_codes": 8, "code_dim": 4, "channels": (8, 8),
-    "res_hidden": 8, "quiet": True,
+    "res_hidden": 8, "quiet": True, "num_devices": 1,
 }
 TINY_DVAE = {
     "model": "dvae", "likelihood": "logit_laplace", "pixel_format": "unit",
@@ -191,6 +195,17 @@ def test_sharded_step_equals_single_device():
   moved = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
               for a, b in zip(jax.tree.leaves(s0.params), jax.tree.leaves(s1.params), strict=True))
   assert moved > 1e-4
+
+
+def test_evaluations_do_not_depend_on_batch_size_or_device_count():
+  # The test figures (ELBO with hard codes, relaxed ELBO, IWAE) are Monte Carlo
+  # estimates: each example's draws are keyed by its position in the split.
+  # The categorical VAE: the conv dVAE runs the same key code, at more cost.
+  config = tiny_config(data_limit=40, iwae_samples=6, iwae_chunk=4)
+  _, test, info = harness.load_data(config)
+  results = evals_across_layouts(dvae.make_task(config, info), config, test)
+  assert set(results) == {"elbo", "iwae"}
+  assert_same_across_layouts(results, rtol=1e-4, atol=1e-4)
 
 
 def test_dvae_end_to_end(tmp_path):

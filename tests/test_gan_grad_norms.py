@@ -25,7 +25,7 @@ from train.state import step_key
 TINY = {
     "num_steps": 20, "log_every": 5, "checkpoint_every": 20, "batch_size": 32,
     "eval_batch_size": 64, "g_features": (16, 16), "d_features": (16, 16),
-    "image_every": 0, "quiet": True, "r1_weight": 0.0,
+    "image_every": 0, "quiet": True, "r1_weight": 0.0, "num_devices": 1,
 }
 
 

@@ -30,7 +30,7 @@ from train.state import step_key
 TINY = {
     "num_steps": 20, "log_every": 5, "checkpoint_every": 10, "batch_size": 32,
     "eval_batch_size": 64, "g_features": (16, 16), "d_features": (16, 16),
-    "image_every": 10, "quiet": True,
+    "image_every": 10, "quiet": True, "num_devices": 1,
 }
 TINY_DIGITS = {
     "dataset": "digits", "data_limit": 256, "base_channels": 4, "latent_dim": 8,

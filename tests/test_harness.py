@@ -106,7 +106,8 @@ def test_sharded_step_equals_single_device(codebook):
 
 
 def test_kill_and_resume_equals_uninterrupted(tmp_path):
-  flags = _flags(num_steps=200, checkpoint_every=20, log_every=20)
+  # Two of the 8 devices: the killed run restores a sharded checkpoint.
+  flags = _flags(num_steps=200, checkpoint_every=20, log_every=20, num_devices=2)
   ref = _run(tmp_path / "ref", *flags)
   assert ref.returncode == 0, ref.stderr[-2000:]
 
@@ -195,8 +196,17 @@ def test_bad_config_errors_are_one_clear_line(tmp_path):
            env={"TFDS_DATA_DIR": str(tmp_path / "tfds")})
   assert r.returncode == 1 and "error:" in r.stderr and "Traceback" not in r.stderr
   assert "digits" in r.stderr
-  with pytest.raises(ConfigError, match="batch_size"):
-    harness.train_and_evaluate(tiny_config(batch_size=12), str(tmp_path / "z"), vqvae.make_task)
+  with pytest.raises(ConfigError, match="batch_size must be divisible by the device count 8"):
+    harness.train_and_evaluate(tiny_config(batch_size=12, num_devices=0), str(tmp_path / "z"),
+                               vqvae.make_task)
+  with pytest.raises(ConfigError, match="batch_size must be divisible by the device count 8"):
+    harness.train_and_evaluate(tiny_config(batch_size=12, num_devices=8), str(tmp_path / "z"),
+                               vqvae.make_task)
+  for bad in (9, -1, True):
+    with pytest.raises(ConfigError, match=r"config\.num_devices must be 0 \(every device\) or an "
+                                          r"int from 1 to the device count 8, got"):
+      harness.train_and_evaluate(tiny_config(num_devices=bad), str(tmp_path / "z"),
+                                 vqvae.make_task)
   with pytest.raises(ConfigError, match="dataset"):
     harness.train_and_evaluate(tiny_config(dataset="mnist"), str(tmp_path / "z"), vqvae.make_task)
   with pytest.raises(ConfigError, match="codebook"):
@@ -210,6 +220,11 @@ def test_eval_only_and_unreadable_checkpoint(tmp_path):
   again = harness.train_and_evaluate(tiny_config(num_steps=10, eval_only=True), str(tmp_path),
                                      vqvae.make_task)
   assert again["test/mse"] == summary["test/mse"]
+  # The one-device run's checkpoint evaluated on all 8 devices: the same figure.
+  eight = harness.train_and_evaluate(tiny_config(num_steps=10, eval_only=True, num_devices=0),
+                                     str(tmp_path), vqvae.make_task)
+  assert (summary["devices"], eight["devices"]) == (1, 8)
+  np.testing.assert_allclose(eight["test/mse"], summary["test/mse"], rtol=1e-5)
   # Resuming with another seed would silently change the data order.
   with pytest.raises(CheckpointError, match="seed 7"):
     harness.train_and_evaluate(tiny_config(num_steps=20, seed=7), str(tmp_path), vqvae.make_task)
@@ -226,7 +241,7 @@ def _free_port():
 
 
 def test_two_processes_equal_one_process(tmp_path):
-  flags = _flags(num_steps=6, checkpoint_every=6, log_every=3)
+  flags = _flags(num_steps=6, checkpoint_every=6, log_every=3, num_devices=0)
   one = _run(tmp_path / "one", *flags, env={"JAX_NUM_CPU_DEVICES": "2",
                                             "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
   assert one.returncode == 0, one.stderr[-2000:]
@@ -249,7 +264,7 @@ def test_two_processes_equal_one_process(tmp_path):
   assert sb["devices"] == 2
   np.testing.assert_allclose(sa["test/mse"], sb["test/mse"], rtol=1e-5)
   # The 2-process checkpoint restores on this process's 8 devices.
-  sc = harness.train_and_evaluate(tiny_config(num_steps=6, eval_only=True),
+  sc = harness.train_and_evaluate(tiny_config(num_steps=6, eval_only=True, num_devices=0),
                                   str(tmp_path / "two"), vqvae.make_task)
   np.testing.assert_allclose(sc["test/mse"], sb["test/mse"], rtol=1e-5)
 

@@ -219,9 +219,10 @@ def test_streamed_evaluation_equals_in_memory_evaluation(dataset):
 
 
 def _config(root, **over):
+  # Every device: the streamed batches are sharded over the 8-device mesh.
   return tiny_vqvae_config(**{"dataset": root, "image_size": 32, "data_limit": 0,
                               "num_steps": 8, "checkpoint_every": 4, "log_every": 4,
-                              "eval_batch_size": 16, **over})
+                              "eval_batch_size": 16, "num_devices": 0, **over})
 
 
 def _params(workdir):

@@ -36,7 +36,8 @@ def _tiny_prior(tokenizer, classifier_dir="", **over):
       # num_images = num_samples = eval_batch_size: the picture and the scored
       # samples share one compiled sampler.
       "num_heads": 4, "num_samples": 64, "num_images": 64, "learning_rate": 3e-3,
-      "classifier_steps": 20, "classifier_dir": classifier_dir, "quiet": True, **over})
+      "classifier_steps": 20, "classifier_dir": classifier_dir, "quiet": True, "num_devices": 1,
+      **over})
   return c
 
 

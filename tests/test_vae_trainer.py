@@ -20,6 +20,7 @@ TINY = {
     "batch_size": 32, "eval_batch_size": 64, "hidden": (32,), "latent_dim": 2,
     "flow_layers": 2, "flow_hidden": (16,), "iwae_k": 8, "iwae_k_train": 4, "iwae_chunk": 4,
     "num_images": 16, "quiet": True, "learning_rate": 3e-3,
+    "num_devices": 1,
 }
 
 

@@ -26,9 +26,9 @@ import ml_collections
 import numpy as np
 import optax
 
-from dgmjax import plots
+from dgmjax import plots, rng
 from dgmjax.data import ImageDataset, toy
-from dgmjax.eval import likelihood
+from dgmjax.eval import example_keys, likelihood
 from dgmjax.images import make_grid, side_by_side
 from dgmjax.models.avb import AVB, ENCODERS, KLS, make_avb
 from dgmjax.nn.avb import ACTIVATIONS
@@ -193,9 +193,16 @@ def make_task(config, info: harness.DataInfo) -> harness.Task:
       metrics["train/kl_analytic"] = aux["kl_analytic"]
     return {**state, "model": state["model"].apply_gradients(grads=grads)}, metrics
 
+  def per_example_noise(key, index, num):
+    """``model.noise`` with each example's draws keyed by its position in the split,
+    so a split gives the same figures in any batch size or device count."""
+    eps, eps_m = jax.vmap(lambda k: model.noise(k, 1, num))(example_keys(key, index))
+    # (B, S, 1, e) -> (S, B, e)
+    return tuple(None if e is None else jnp.moveaxis(e[:, :, 0], 0, 1) for e in (eps, eps_m))
+
   def eval_step(state, batch):
     x = batch["image"]
-    eps, eps_m = model.noise(eval_key, x.shape[0], config.eval_samples)
+    eps, eps_m = per_example_noise(eval_key, batch["index"], config.eval_samples)
     disc_params = state["disc"].params if adversarial else None
     log_lik, kl, exact = model.terms(state["model"].params, disc_params, x, eps, eps_m)
     out = {"elbo": jnp.mean(log_lik - kl, 0), "rec": jnp.mean(log_lik, 0),
@@ -206,16 +213,21 @@ def make_task(config, info: harness.DataInfo) -> harness.Task:
 
   def log_px_step(state, batch):
     k = max(1, config.ll_samples)
-    return {"log_px": model.log_marginal(
-        state["model"].params, batch["image"], jax.random.fold_in(eval_key, 1),
-        num_samples=k, chunk_size=min(config.ll_chunk, k),
-        num_moment_samples=config.ll_moment_samples,
-        scales=tuple(float(v) for v in config.ll_proposal_scales),
-        prior_weight=config.ll_prior_weight)}
+
+    def one(x, key):
+      return model.log_marginal(
+          state["model"].params, x[None], key, num_samples=k,
+          chunk_size=min(config.ll_chunk, k), num_moment_samples=config.ll_moment_samples,
+          scales=tuple(float(v) for v in config.ll_proposal_scales),
+          prior_weight=config.ll_prior_weight)[0]
+
+    keys = example_keys(jax.random.fold_in(eval_key, 1), batch["index"])
+    return {"log_px": jax.vmap(one)(batch["image"], keys)}
 
   def posterior_samples_step(state, batch):  # (B, n, d): examples first, for the harness
-    eps = jax.random.normal(jax.random.fold_in(eval_key, 2),
-                            (config.scatter_samples, batch["image"].shape[0], model.eps_dim))
+    keys = example_keys(jax.random.fold_in(eval_key, 2), batch["index"])
+    eps = jnp.moveaxis(jax.vmap(lambda k: rng.normal(k, (config.scatter_samples, model.eps_dim)))(
+        keys), 0, 1)  # (S, B, e)
     return {"z": jnp.moveaxis(model.sample(state["model"].params, batch["image"], eps), 0, 1),
             "label": batch["label"]}
 
@@ -229,7 +241,7 @@ def make_task(config, info: harness.DataInfo) -> harness.Task:
     out = {}
     x = jnp.asarray(batch["image"], jnp.float32)
     if d == 2 and "label" in batch:
-      z = posterior_samples_step(state, batch)["z"]
+      z = posterior_samples_step(state, {**batch, "index": np.arange(len(x))})["z"]
       out["posteriors"] = scatter(z, batch["label"],
                                   f"q(z|x) by class, step {int(state['model'].step)}")
     if tuple(info.image_shape[:2]) != TOY_IMAGE_SHAPE[:2]:

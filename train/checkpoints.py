@@ -454,7 +454,7 @@ def restore_state(workdir: str, task, config, example: Mapping[str, np.ndarray])
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints,
                       read_only=True)
   try:
-    repl = NamedSharding(harness.make_mesh(), P())
+    repl = NamedSharding(harness.make_mesh(config.get("num_devices", 0)), P())
     out = ckpt.restore_latest(abstract_state(task.init, jax.random.key(config.seed), example, repl))
     if out is None:
       raise CheckpointError(f"no checkpoint in {workdir}/checkpoints.")

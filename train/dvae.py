@@ -26,7 +26,7 @@ import optax
 
 from dgmjax import plots
 from dgmjax.errors import ConfigError
-from dgmjax.eval import codes
+from dgmjax.eval import codes, example_keys
 from dgmjax.images import side_by_side
 from dgmjax.losses import elbo as elbo_lib
 from dgmjax.losses import gumbel, schedules
@@ -160,9 +160,9 @@ def kl_weight_schedule(config) -> schedules.Schedule:
                                  warmup_steps=config.kl_warmup_steps)
 
 
-def example_keys(key: jax.Array, batch_size: int) -> jax.Array:
-  """One key per example, a function of its index in the batch."""
-  return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(batch_size))
+def batch_keys(key: jax.Array, batch_size: int) -> jax.Array:
+  """One key per training example, a function of its position in the batch."""
+  return example_keys(key, jnp.arange(batch_size))
 
 
 # ----------------------------------------------------------------------------
@@ -183,7 +183,7 @@ def make_task(config, info: harness.DataInfo) -> harness.Task:
 
   def train_step(state, batch):
     x = batch["image"]
-    keys = example_keys(step_key(state), x.shape[0])
+    keys = batch_keys(step_key(state), x.shape[0])
     tau, beta = tau_fn(state.step), beta_fn(state.step)
 
     def loss_fn(params):
@@ -204,14 +204,16 @@ def make_task(config, info: harness.DataInfo) -> harness.Task:
 
   def eval_step(state, batch):
     x = batch["image"]
-    keys = example_keys(jax.random.fold_in(state.rng, _EVAL_STREAM), x.shape[0])
+    # Keys from each example's position in its split: the same figures in any
+    # batch size or device count.
+    keys = example_keys(jax.random.fold_in(state.rng, _EVAL_STREAM), batch["index"])
     logits = model.logits(state.params, x)
     ll = model.log_likelihood(state.params, jax.vmap(dvae_nn.hard_codes)(keys, logits), x)
     kl = model.kl(state.params, logits)
     # Diagnostic only: the decoder on relaxed samples at the last training τ
     # (the Gumbel-softmax objective); not a bound on the discrete model.
     tau = tau_fn(jnp.maximum(state.step - 1, 0))
-    soft_keys = example_keys(jax.random.fold_in(state.rng, _RELAXED_STREAM), x.shape[0])
+    soft_keys = example_keys(jax.random.fold_in(state.rng, _RELAXED_STREAM), batch["index"])
     soft = jax.vmap(lambda k, lg: gumbel.gumbel_softmax_sample(k, lg, temperature=tau))(
         soft_keys, logits)
     ll_soft = model.log_likelihood(state.params, soft, x)
@@ -222,7 +224,8 @@ def make_task(config, info: harness.DataInfo) -> harness.Task:
     bound = model.iwae_bound(state.params, batch["image"],
                              jax.random.fold_in(state.rng, _IWAE_STREAM),
                              num_samples=config.iwae_samples,
-                             chunk_size=min(config.iwae_chunk, config.iwae_samples))
+                             chunk_size=min(config.iwae_chunk, config.iwae_samples),
+                             index=batch["index"])
     return {"neg_iwae": -bound}
 
   @jax.jit

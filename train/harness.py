@@ -78,6 +78,9 @@ def base_config() -> ml_collections.ConfigDict:
   # in XLA's CPU all-reduce (the MLP trainers always did, a VQ-VAE run once),
   # so -1 is the default (dgmjax/cpu_devices.py, docs/performance.md).
   c.cpu_devices = -1
+  # The mesh: 0 = every device JAX sees; N = the first N of them (one process
+  # only), e.g. one GPU of eight, or one CPU device where several exist.
+  c.num_devices = 0
   c.distributed = False
   c.coordinator_address = ""  # e.g. 127.0.0.1:1234; "" = auto-detect
   c.num_processes = 0
@@ -160,6 +163,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     need(isinstance(config[key], str) and bool(config[key]), key, "a split name")
   dgdata.pixels.check_pixel_format(config.pixel_format)
   ndev = jax.device_count()
+  n = config.get("num_devices", 0)
+  need(is_int(n, 0) and n <= ndev, "num_devices",
+       f"0 (every device) or an int from 1 to the device count {ndev}")
+  need(n in (0, ndev) or jax.process_count() == 1, "num_devices",
+       f"0 with {jax.process_count()} processes (each uses all of its devices)")
+  ndev = n or ndev
   for key in ("batch_size", "eval_batch_size"):
     need(config[key] % ndev == 0, key, f"divisible by the device count {ndev}")
 
@@ -396,9 +405,11 @@ def formatted(arrays: Mapping[str, np.ndarray], pixel_format: str,
 # ----------------------------------------------------------------------------
 # Mesh and compiled functions
 # ----------------------------------------------------------------------------
-def make_mesh() -> jax.sharding.Mesh:
+def make_mesh(num_devices: int = 0) -> jax.sharding.Mesh:
+  """The 1-D ``data`` mesh over every device, or over the first ``num_devices``."""
+  devices = jax.devices()[:num_devices] if num_devices else jax.devices()
   return jax.make_mesh(
-      (jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,)
+      (len(devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,), devices=devices
   )
 
 
@@ -451,7 +462,7 @@ def make_evaluator(step: Callable, mesh, batch_size: int, *, gather: bool = Fals
     streamed = isinstance(arrays, dgdata.pipeline.ImageSplit)
     n = arrays.num_examples if streamed else len(next(iter(arrays.values())))
     totals, parts, count = {}, [], 0.0
-    ndev = jax.device_count()
+    ndev = mesh.size
     # A split smaller than one batch is padded only up to the device count.
     bs = min(batch_size, -(-n // ndev) * ndev)
     batches = (arrays.eval_batches(bs, workers=workers) if streamed
@@ -703,7 +714,7 @@ def train_and_evaluate(
   if transform is None and not streamed:
     transform = image_transform(config.pixel_format) if "image" in train_arrays else None
   task = make_task(config, info)
-  mesh = make_mesh()
+  mesh = make_mesh(config.num_devices)
   data_sharding = NamedSharding(mesh, P("data"))
 
   if streamed:
@@ -818,7 +829,7 @@ def train_and_evaluate(
     if not perf:  # a rerun of a finished run keeps the original run's speed figures
       perf = workdir_lib.previous_perf(workdir)
     summary.update(perf)
-    summary["devices"] = jax.device_count()
+    summary["devices"] = mesh.size
     summary["backend"] = jax.default_backend()
     if is_main and writable:
       workdir_lib.write_json(os.path.join(workdir, "summary.json"), summary)

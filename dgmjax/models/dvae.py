@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from dgmjax.eval import example_keys
 from dgmjax.losses import elbo, gumbel
 from dgmjax.nn import dvae as dvae_nn
 
@@ -107,8 +108,18 @@ class DiscreteVAE:
     return elbo.unmap_pixels(jax.nn.sigmoid(out[..., :c]), eps=self.pixel_eps)
 
   def iwae_bound(self, params, x: jax.Array, key: jax.Array, *, num_samples: int,
-                 chunk_size: int) -> jax.Array:
-    """L_k per example with k hard proposals c_j ~ q(c|x) (a bound on log p(x))."""
+                 chunk_size: int, index: jax.Array | None = None) -> jax.Array:
+    """L_k per example with k hard proposals c_j ~ q(c|x) (a bound on log p(x)).
+
+    With ``index`` ((B,) positions of the examples in their split) each
+    example's proposals come from ``example_keys(key, index)`` alone, so a
+    split gives the same bounds in any batch size or device count; without
+    it one key serves the whole batch.
+    """
+    if index is not None:
+      one = lambda xi, ki: self.iwae_bound(params, xi[None], ki, num_samples=num_samples,
+                                           chunk_size=chunk_size)[0]
+      return jax.vmap(one)(x, example_keys(key, index))
     logits = self.logits(params, x)
     b = x.shape[0]
 
