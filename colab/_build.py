@@ -530,7 +530,7 @@ def gan_nb():
           "minimax": dict(generator_loss="minimax", lr_schedule="constant"),
       }
       TINY_OVERRIDES = dict(
-          num_steps=200, log_every=50, checkpoint_every=200, image_every=100, batch_size=64,
+          num_steps=100, log_every=25, checkpoint_every=100, image_every=50, batch_size=64,
           g_features=(64, 64), d_features=(64, 64))
 
 
@@ -731,7 +731,7 @@ def avb_nb():
       MODELS = {"AVB (implicit q, adversarial KL)": dict(encoder="implicit", kl="adversarial"),
                 "VAE (Gaussian q, analytic KL)": dict(encoder="gaussian", kl="analytic")}
       TINY_OVERRIDES = dict(
-          num_steps=200, log_every=50, checkpoint_every=200, batch_size=64, eval_batch_size=8,
+          num_steps=100, log_every=25, checkpoint_every=100, batch_size=64, eval_batch_size=8,
           toy_train_size=512, hidden=(32, 32), disc_hidden=(32, 32), noise_dim=3, ll_samples=64,
           ll_chunk=32, ll_moment_samples=16, grid_size=96, scatter_samples=100, eval_samples=4)
 

@@ -445,9 +445,11 @@ def _cases():
 def test_jit_vmap_grad(name):
   fn, args = _cases()[name]
   want = fn(*args)
-  np.testing.assert_allclose(jax.jit(fn)(*args), want, rtol=1e-6)
+  # Per-example sums over pixels of terms of size ~1: jit may fuse them in
+  # another order, a float32 rounding of ~1e-7 absolute (seen: 1.2e-7 on 0.114).
+  np.testing.assert_allclose(jax.jit(fn)(*args), want, rtol=1e-6, atol=1e-6)
   # vmap over the batch axis equals the batched call.
-  np.testing.assert_allclose(jax.vmap(fn)(*args), want, rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(jax.vmap(fn)(*args), want, rtol=1e-6, atol=1e-6)
   grads = jax.grad(lambda *a: jnp.sum(fn(*a)), argnums=tuple(range(len(args))))(
       *args
   )
