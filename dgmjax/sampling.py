@@ -372,7 +372,8 @@ def maskgit_step(
 
   Example:
     >>> import jax
-    >>> log_probs = jnp.log(jax.nn.one_hot(jnp.array([[1, 2, 3, 0]]), 4) + 1e-9)
+    >>> # One-hot distributions as log-probs: 0 at the token, -inf elsewhere.
+    >>> log_probs = jnp.where(jax.nn.one_hot(jnp.array([[1, 2, 3, 0]]), 4) > 0, 0.0, -jnp.inf)
     >>> tokens = jnp.full((1, 4), 4)
     >>> print(maskgit_step(jax.random.key(0), tokens, log_probs, ratio=1.0,
     ...                    num_unknown=jnp.array([4]), mask_id=4,
