@@ -14,7 +14,12 @@ initialised (sampling speed does not depend on what the weights learned):
   by default) at 49 tokens: ``T`` full bidirectional passes instead of 49
   one-position steps;
 * with ``--recompute``: the cache-free sampler (the whole causal model run on
-  the whole sequence for each position) at both lengths, for the 16× figure.
+  the whole sequence for each position) at both lengths, for the 16× figure;
+* with ``--anatomy``: what one cached step spends, per step of a scan over N
+  positions at both lengths: writing every layer's keys and values into the
+  cache (``dynamic_update_slice``), reading the whole cache as the attention
+  does (the score product of each layer's k and v arrays), and drawing the
+  Gumbel noise of the sampler for ``(batch, K)`` logits.
 
 Each contender is called once to compile (its first-call time is reported),
 then the repeats are interleaved (A, B, C, A, B, C, ...) so load from other
@@ -86,6 +91,54 @@ def recompute_sampler(model: TokenTransformer, batch: int):
   return run
 
 
+def anatomy(arch: dict, batch: int, vocab: int, repeats: int) -> list[str]:
+  """Per-step ms of the cache write, the cache read and the Gumbel noise."""
+  heads, head_dim = arch["num_heads"], arch["width"] // arch["num_heads"]
+  arrays = 2 * arch["num_layers"]  # k and v per layer
+
+  def per_step(fn, *args, n):
+    jax.block_until_ready(fn(*args))
+    t = []
+    for _ in range(repeats):
+      t0 = time.perf_counter()
+      jax.block_until_ready(fn(*args))
+      t.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(t) / n
+
+  rows = []
+  for n in (49, 196):
+    caches = tuple(jnp.zeros((batch, heads, n, head_dim)) for _ in range(arrays))
+    x = jnp.ones((batch, heads, head_dim))
+
+    @jax.jit
+    def write(caches, x, n=n):
+      def body(c, i):
+        new = (x * i.astype(x.dtype))[:, :, None, :]
+        return tuple(jax.lax.dynamic_update_slice(a, new, (0, 0, i, 0)) for a in c), None
+      return jax.lax.scan(body, caches, jnp.arange(n))[0]
+
+    @jax.jit
+    def read(caches, x, n=n):
+      def body(q, i):
+        s = sum(jnp.einsum("bhd,bhnd->bhn", q, a).sum(-1) for a in caches)
+        return q + 1e-9 * s[..., None], None
+      return jax.lax.scan(body, x, jnp.arange(n))[0]
+
+    @jax.jit
+    def noise(key, n=n):
+      def body(c, k):
+        return c, sampling.sample_categorical(k, jnp.zeros((batch, vocab)))
+      return jax.lax.scan(body, 0, jax.random.split(key, n))[1]
+
+    mb = arrays * batch * heads * n * head_dim * 4 / 2**20
+    rows.append(f"| {n} | {mb:.1f} | {per_step(write, caches, x, n=n):.2f} | "
+                f"{per_step(read, caches, x, n=n):.2f} | "
+                f"{per_step(noise, jax.random.key(0), n=n):.2f} |")
+  return ["", f"Anatomy of one cached step (batch {batch}, ms per step, median of {repeats}):", "",
+          "| tokens N | cache (MiB) | write k, v | read the cache | Gumbel noise (batch x K) |",
+          "|---|---|---|---|---|", *rows]
+
+
 def time_call(fn, key) -> float:
   t0 = time.perf_counter()
   jax.block_until_ready(fn(key))
@@ -101,6 +154,8 @@ def main(argv=None) -> int:
   ap.add_argument("--maskgit-steps", type=int, default=8)
   ap.add_argument("--recompute", action="store_true",
                   help="also time the cache-free sampler (slow: O(N^2) work)")
+  ap.add_argument("--anatomy", action="store_true",
+                  help="also time a cached step's parts: cache write, cache read, Gumbel noise")
   ap.add_argument("--smoke", action="store_true",
                   help="a tiny model, batch 4, 2 repeats: checks the script, measures nothing")
   ap.add_argument("--out", default="", help="also write the table to this file")
@@ -156,6 +211,9 @@ def main(argv=None) -> int:
   lines += [f"- MaskGIT ({args.maskgit_steps} steps) / autoregressive samples/s at 49 tokens: "
             f"{med[names[0]] / med[names[2]]:.2f}x",
             f"- 1-minute load average: {load_start} at the start, {load_end} at the end"]
+  if args.anatomy:
+    lines += anatomy(arch, args.batch, args.vocab, args.repeats)
+    lines.append(f"- 1-minute load average after the anatomy: {load_average()}")
   text = "\n".join(lines)
   print(text)
   if args.out:
