@@ -16,6 +16,7 @@ import time
 import jax
 import numpy as np
 import pytest
+import tests_support
 from tests_support import TINY_VQVAE, steps_two_ways, tiny_vqvae_config
 
 from dgmjax.errors import CheckpointError, ConfigError, NonFiniteError
@@ -243,10 +244,10 @@ def _free_port():
 def test_two_processes_equal_one_process(tmp_path):
   flags = _flags(num_steps=6, checkpoint_every=6, log_every=3, num_devices=0)
   one = _run(tmp_path / "one", *flags, env={"JAX_NUM_CPU_DEVICES": "2",
-                                            "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+                                            "XLA_FLAGS": tests_support.xla_flags(2)})
   assert one.returncode == 0, one.stderr[-2000:]
   port = _free_port()
-  env = {"JAX_NUM_CPU_DEVICES": "1", "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+  env = {"JAX_NUM_CPU_DEVICES": "1", "XLA_FLAGS": tests_support.xla_flags(1)}
   procs = [
       _run(tmp_path / "two", *flags, "--config.distributed=True",
            f"--config.coordinator_address=127.0.0.1:{port}", "--config.num_processes=2",

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import tests_support
 from tests_support import tiny_vqvae_config
 
 from dgmjax.data import pipeline, tfds_writer
@@ -320,7 +321,7 @@ def test_two_jax_processes_train_like_one(dataset, tmp_path):
 
   def launch(workdir, *extra, devices):
     env = {**os.environ, "JAX_NUM_CPU_DEVICES": str(devices),
-           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+           "XLA_FLAGS": tests_support.xla_flags(devices)}
     return subprocess.Popen([sys.executable, "-m", "train.vqvae", f"--workdir={workdir}", *flags,
                              *extra], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)

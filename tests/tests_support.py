@@ -1,5 +1,8 @@
 """Small configs and step drivers shared by several test files."""
 
+import os
+import re
+
 import jax
 import numpy as np
 from jax.sharding import NamedSharding
@@ -16,6 +19,17 @@ TINY_VQVAE = {
     # are tested where that is the point, with num_devices=0 or 2).
     "num_devices": 1,
 }
+
+
+def xla_flags(devices: int) -> str:
+  """This session's ``XLA_FLAGS`` (see conftest) with ``devices`` host devices.
+
+  For a subprocess that needs another device count but the same compile
+  options as the tests around it.
+  """
+  rest = re.sub(r"--xla_force_host_platform_device_count=\d+", "",
+                os.environ.get("XLA_FLAGS", ""))
+  return f"--xla_force_host_platform_device_count={devices} {rest.strip()}".strip()
 
 
 def tiny_vqvae_config(**over):

@@ -171,8 +171,8 @@ def knn_radii(
 
   Example:
     >>> x = jnp.array([[0.0, 0.0], [3.0, 4.0], [0.0, 1.0]])
-    >>> print(knn_radii(x, k=1))
-    [1.       4.2426405 1.       ]
+    >>> print(jnp.round(knn_radii(x, k=1), 5))
+    [1.      4.24264 1.     ]
   """
   return knn_distances(features, k=k, chunk_size=chunk_size)[:, k - 1]
 
