@@ -104,8 +104,9 @@ def test_log_prob_is_a_normalised_density_and_matches_its_samples():
   z_star = jax.random.normal(jax.random.key(8), (40_000, 2))
   samples = np.asarray(jax.jit(lambda p, v: flow.apply(p, v, method=RealNVP.sample))(
       params, z_star))
-  # Two separately compiled programs: a few float32 ulps apart (1.3e-6 seen).
-  np.testing.assert_allclose(samples, inv(params, z_star)[0], rtol=1e-5, atol=1e-5)
+  # Two separately compiled programs may round differently: up to 3 float32
+  # ulps of a sample of size ~8 (1.3e-6 seen at -O0, see conftest).
+  np.testing.assert_allclose(samples, inv(params, z_star)[0], rtol=1e-6, atol=3e-6)
   se = samples.std(0) / np.sqrt(len(samples))
   assert np.all(np.abs(samples.mean(0) - mean_grid) < 5 * se + 1e-3), (samples.mean(0), mean_grid)
 
