@@ -14,10 +14,10 @@ import importlib.util
 import json
 import math
 import os
-import re
 
 import nbformat
 import pytest
+import tests_support
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
@@ -148,8 +148,7 @@ def _kernel_env() -> dict:
   env["JAX_PLATFORMS"] = "cpu"
   # Two fake devices: the notebooks' batches really are sharded, at little cost.
   env["JAX_NUM_CPU_DEVICES"] = "2"
-  flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", env.get("XLA_FLAGS", ""))
-  env["XLA_FLAGS"] = flags.strip()
+  env["XLA_FLAGS"] = tests_support.xla_flags(2)
   env.pop("MPLBACKEND", None)  # a test runner's backend may not exist in the kernel
   return env
 
