@@ -178,6 +178,28 @@ def test_bigram_sampler_with_temperature_top_k_and_top_p():
   assert _chi2_rows(_transition_counts(x), want) > P_VALUE
 
 
+def test_blocks_give_the_same_draws_and_grow_the_state_at_each_block_end():
+  grown = []
+
+  def grow(state, end):
+    grown.append(end)  # at trace time: once per block
+    return state
+
+  one = sampling.sample_sequence(
+      jax.random.key(5), _bigram_step, _bigram_state(), batch_size=50, length=7)
+  three = sampling.sample_sequence(
+      jax.random.key(5), _bigram_step, _bigram_state(), batch_size=50, length=7,
+      blocks=3, grow_state=grow)
+  np.testing.assert_array_equal(one, three)
+  assert grown == [2, 5, 7]
+  assert sampling.block_bounds(7, 3) == [(0, 2), (2, 5), (5, 7)]
+  assert sampling.block_bounds(4, 4) == [(0, 1), (1, 2), (2, 3), (3, 4)]
+  with pytest.raises(ValueError, match="blocks"):
+    sampling.block_bounds(3, 4)
+  with pytest.raises(ValueError, match="blocks"):
+    sampling.block_bounds(3, 0)
+
+
 def test_prefix_is_kept_and_conditions_the_next_token():
   batch = 3000
   prefix = jnp.tile(jnp.array([[2, 1]]), (batch, 1)).at[::2, 1].set(3)
@@ -228,14 +250,18 @@ def _recompute_step(model, state, prev, index):
   )
 
 
-def test_cached_sampler_equals_full_recompute_sampler_for_the_same_key():
+@pytest.mark.parametrize("cache_blocks", [1, 3, N])
+def test_cached_sampler_equals_full_recompute_sampler_for_the_same_key(cache_blocks):
+  # 1: the whole cache from the start; 3: a cache grown twice; N: one
+  # position per block, the cache always exactly as long as the prefix.
   model, params = _model_and_params(True)
   batch = 64
   labels = jnp.arange(batch) % 3
   prefix = jnp.full((batch, 1), 5, jnp.int32)
   kwargs = dict(batch_size=batch, prefix=prefix, temperature=0.8, top_k=4)
   cached = sampling.autoregressive_sample(
-      jax.random.key(4), model, params, labels=labels, **kwargs
+      jax.random.key(4), model, params, labels=labels, cache_blocks=cache_blocks,
+      **kwargs
   )
   recomputed = sampling.sample_sequence(
       jax.random.key(4), functools.partial(_recompute_step, model),

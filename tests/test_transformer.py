@@ -9,7 +9,7 @@ import optax
 import pytest
 
 from dgmjax.losses import tokens as token_losses
-from dgmjax.nn.transformer import TokenTransformer
+from dgmjax.nn.transformer import TokenTransformer, extend_cache
 
 V, N, B = 11, 9, 3
 
@@ -61,6 +61,33 @@ def test_kv_cache_matches_full_recompute_step_by_step(conditional):
     logits, cache = step(params, prev, jnp.int32(i), cache, labels)
     np.testing.assert_allclose(logits, full[:, i], atol=1e-5, rtol=0)
     prev = tokens[:, i]
+
+
+def test_a_cache_grown_block_by_block_matches_full_recompute():
+  # The blocked sampler's cache: as long as the positions decoded so far,
+  # lengthened with zeros (extend_cache) before each block.
+  model, params, tokens, labels = _setup(seed=2, num_classes=3)
+  full = np.asarray(_apply(model)(params, tokens, labels))
+  step = jax.jit(
+      functools.partial(model.apply, method=TokenTransformer.decode_step)
+  )
+  cache = model.init_cache(B, length=2)
+  assert cache["k"][0].shape == (B, 4, 2, 8)
+  prev = jnp.zeros((B,), jnp.int32)
+  for i in range(N):
+    if i >= cache["k"][0].shape[2]:
+      old = cache
+      cache = extend_cache(cache, min(i + 3, N))
+      np.testing.assert_array_equal(cache["v"][1][:, :, :i], old["v"][1])
+      assert not np.any(np.asarray(cache["v"][1][:, :, i:]))
+    logits, cache = step(params, prev, jnp.int32(i), cache, labels)
+    np.testing.assert_allclose(logits, full[:, i], atol=1e-5, rtol=0)
+    prev = tokens[:, i]
+  assert extend_cache(cache, N) is cache
+  with pytest.raises(ValueError, match="length"):
+    extend_cache(cache, N - 1)
+  with pytest.raises(ValueError, match="length"):
+    model.init_cache(B, length=N + 1)
 
 
 def test_kv_cache_inside_scan_matches_full_recompute():

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from dgmjax import _checks, rng
+from dgmjax.argext import first_argmax
 
 __all__ = [
     "gumbel_noise",
@@ -164,7 +165,8 @@ def gumbel_max_sample(
   """
   _check_logits("logits", logits, axis)
   g = gumbel_noise(key, jnp.shape(logits), jnp.result_type(logits))
-  return jnp.argmax(logits + g, axis=axis).astype(jnp.int32)
+  # jnp.argmax's (value, index) reduction is a scalar loop on CPU (dgmjax.argext).
+  return first_argmax(jnp.moveaxis(logits + g, axis, -1))
 
 
 # --------------------------------------------------------------------------

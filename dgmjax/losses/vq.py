@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from dgmjax import _checks
+from dgmjax.argext import first_argmin  # noqa: F401  (public here before dgmjax.argext)
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -93,28 +94,6 @@ def _scores(z: Array, codebook: Array, precision: PrecisionLike) -> Array:
   """``|e|² − 2 z·e``: the squared distance minus the per-row constant |z|²."""
   e = _upcast(codebook)
   return jnp.sum(e * e, axis=-1) - 2.0 * _cross(z, codebook, precision)
-
-
-def first_argmin(scores: Array) -> Array:
-  """``jnp.argmin(scores, axis=-1)`` (first minimum; a NaN counts as the minimum), faster on CPU.
-
-  XLA's CPU backend runs ``argmin``'s (value, index) reduction as a scalar
-  loop: over the (6272, 512) scores of the default VQ-VAE it cost 14 ms of
-  CPU time against 3 ms for the distances themselves (docs/performance.md).
-  Two plain reductions vectorise: the row minimum, then the largest of
-  ``K − k`` over the positions equal to it, which is the first of them. The
-  reversed index is a float32 so that the second reduction is a float max;
-  it is exact for ``K ≤ 2²⁴``.
-  """
-  k = scores.shape[-1]
-  if k > 2**24:
-    return jnp.argmin(scores, axis=-1).astype(jnp.int32)
-  low = jnp.min(scores, axis=-1, keepdims=True)
-  # argmin picks a row's first NaN; XLA's CPU min may skip NaNs, so ask directly.
-  nan = jnp.isnan(scores)
-  hit = jnp.where(jnp.any(nan, axis=-1, keepdims=True), nan, scores == low)
-  reversed_index = jnp.arange(k, 0, -1, dtype=jnp.float32)
-  return k - jnp.max(jnp.where(hit, reversed_index, 0.0), axis=-1).astype(jnp.int32)
 
 
 def _cluster_stats(

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 
 from dgmjax import _checks
 
-__all__ = ["SelfAttention", "Block", "TokenTransformer"]
+__all__ = ["SelfAttention", "Block", "TokenTransformer", "extend_cache"]
 
 # {"k": (k_0, ..., k_{L-1}), "v": (...)}: one (B, heads, N, head_dim) array
 # per layer.
@@ -296,14 +296,22 @@ class TokenTransformer(nn.Module):
     logits = self.head(self.ln_out(x))
     return logits if self.causal else logits[:, 1:]
 
-  def init_cache(self, batch_size: int, dtype: Any = jnp.float32) -> Cache:
+  def init_cache(
+      self, batch_size: int, dtype: Any = jnp.float32, length: int | None = None
+  ) -> Cache:
     """An empty KV cache for :meth:`decode_step` (zeros; no parameters).
 
     ``{"k": (k_0, ..., k_{L-1}), "v": (...)}``, one ``(batch_size, heads,
-    seq_len, head_dim)`` array per layer.
+    length, head_dim)`` array per layer. ``length`` defaults to ``seq_len``;
+    a shorter cache serves positions ``< length`` and costs less to read
+    (:func:`extend_cache` lengthens it, as the blocked sampler does).
     """
     self._check_config()
-    shape = (batch_size, self.num_heads, self.seq_len, self.width // self.num_heads)
+    length = self.seq_len if length is None else length
+    _checks.check_int_at_least("length", length, 1)
+    if length > self.seq_len:
+      raise ValueError(f"length must be <= seq_len = {self.seq_len}, got {length}.")
+    shape = (batch_size, self.num_heads, length, self.width // self.num_heads)
     zeros = tuple(jnp.zeros(shape, dtype) for _ in range(self.num_layers))
     return {"k": zeros, "v": zeros}
 
@@ -321,7 +329,10 @@ class TokenTransformer(nn.Module):
     attends over cache positions ``<= index``. Shapes do not depend on
     ``index``, so it can be traced (``lax.scan``). Calling it for
     ``index = 0, ..., N-1`` with the true previous tokens gives the rows of
-    ``__call__``'s logits.
+    ``__call__``'s logits. The cache may be shorter than ``seq_len`` (see
+    :meth:`init_cache`): each step reads the whole cache, so a cache only as
+    long as the positions decoded so far is cheaper; ``index`` must be below
+    its length.
 
     Args:
       prev_tokens: ``(B,)`` int token at position ``index - 1`` (ignored at
@@ -344,7 +355,11 @@ class TokenTransformer(nn.Module):
     x = jnp.where(index == 0, self._cond(labels, batch), token)
     x = x + jax.lax.dynamic_index_in_dim(self.pos_embed, index, keepdims=False)
     x = x[:, None]
-    allowed = jnp.arange(self.seq_len) <= index
+    length = jnp.shape(cache["k"][0])[2]
+    if length > self.seq_len:
+      raise ValueError(f"the cache holds {length} positions, more than seq_len = "
+                       f"{self.seq_len}.")
+    allowed = jnp.arange(length) <= index
     new_k, new_v = [], []
     for layer, block in enumerate(self.blocks):
       x, (k, v, _) = block(x, allowed, (cache["k"][layer], cache["v"][layer], index))
@@ -352,3 +367,23 @@ class TokenTransformer(nn.Module):
       new_v.append(v)
     logits = self.head(self.ln_out(x))[:, 0]
     return logits, {"k": tuple(new_k), "v": tuple(new_v)}
+
+
+def extend_cache(cache: Cache, length: int) -> Cache:
+  """``cache`` lengthened to ``length`` positions with zeros (the old ones kept).
+
+  Positions past the decoded index are masked out of the attention, so the
+  padding changes no logit. A no-op at the cache's own length.
+
+  Example:
+    >>> cache = {"k": (jnp.ones((1, 2, 3, 4)),), "v": (jnp.ones((1, 2, 3, 4)),)}
+    >>> print(extend_cache(cache, 5)["k"][0][0, 0, :, 0])
+    [1. 1. 1. 0. 0.]
+  """
+  current = jnp.shape(cache["k"][0])[2]
+  if length < current:
+    raise ValueError(f"length must be >= the cache's {current} positions, got {length}.")
+  if length == current:
+    return cache
+  pad = ((0, 0), (0, 0), (0, length - current), (0, 0))
+  return jax.tree.map(lambda a: jnp.pad(a, pad), cache)
