@@ -15,7 +15,7 @@ from tests_support import tiny_vqvae_config
 
 from dgmjax.errors import ConfigError
 from dgmjax.eval import samples as sample_eval
-from train import gan, harness, prior, vqvae
+from train import gan, harness, prior, tokenizer, vqvae
 
 # Module-scoped fixtures: the whole file runs on one xdist worker (--dist loadgroup).
 pytestmark = pytest.mark.xdist_group("prior_trainer")
@@ -58,7 +58,7 @@ def trained_prior(tokenizer_dir, classifier_dir, tmp_path_factory):
 
 def test_autoregressive_prior_learns_the_tokens_and_samples(trained_prior, tokenizer_dir):
   config, workdir, summary = trained_prior
-  tok = prior.load_tokenizer(tokenizer_dir)
+  tok = tokenizer.load_tokenizer(tokenizer_dir)
   assert (summary["seq_len"], summary["vocab_size"]) == (49, 16)  # 28/4 squared, K = 16
   # Better than the uniform code, log2 K bits: the prior learned something.
   assert summary["test/bits_per_token"] < summary["uniform_bits_per_token"] - 0.3
@@ -97,7 +97,7 @@ def test_autoregressive_prior_learns_the_tokens_and_samples(trained_prior, token
 
 def _report(config, monkeypatch, fake_tokens):
   """The task's end-of-run report with the sampler replaced by ``fake_tokens(labels, n)``."""
-  tok = prior.load_tokenizer(config.tokenizer)
+  tok = tokenizer.load_tokenizer(config.tokenizer)
   task = prior.make_task(config, harness.DataInfo(tok.image_shape, 1, 1))
   n = 4
   example = {"tokens": np.zeros((n, tok.seq_len), np.int32), "label": np.arange(n) % 10}
@@ -115,7 +115,7 @@ def test_sample_figures_are_train_gans_with_its_classifier(tokenizer_dir, classi
   # reconstructions must get exactly the figures train.gan's evaluation gives
   # them, with the classifier train.gan loads for the same digits.
   config = _tiny_prior(tokenizer_dir, classifier_dir, num_samples=150, eval_batch_size=64)
-  tok = prior.load_tokenizer(tokenizer_dir)
+  tok = tokenizer.load_tokenizer(tokenizer_dir)
   real = tok.tokens("test")[:192]
   calls = []
 
@@ -244,14 +244,14 @@ def test_changed_config_on_resume_is_one_line(trained_prior, tokenizer_dir, tmp_
 
 
 def test_tokenizer_change_names_both_image_sizes(tokenizer_dir, tmp_path):
-  old = prior.load_tokenizer(tokenizer_dir).record
-  assert prior.tokenizer_change(old, dict(old), "w") is None
+  old = tokenizer.load_tokenizer(tokenizer_dir).record
+  assert tokenizer.tokenizer_change(old, dict(old), "w") is None
   other = {**old, "image_shape": [32, 32, 3], "seq_len": 64, "tokenizer": "/runs/cifar"}
-  text = prior.tokenizer_change(old, other, "w")
+  text = tokenizer.tokenizer_change(old, other, "w")
   assert "32x32x3 images as 64 tokens over 16 codes" in text
   assert "28x28x1 images as 49 tokens over 16 codes" in text and "\n" not in text
   retrained = {**old, "fingerprint": "0" * 16}
-  assert "changed since the prior in w was trained on it" in prior.tokenizer_change(
+  assert "changed since the prior in w was trained on it" in tokenizer.tokenizer_change(
       old, retrained, "w")
 
 
@@ -295,7 +295,7 @@ def test_prior_on_dvae_tokens(classifier_dir, tmp_path):
   assert abs(summary["test/tokenizer_prior_neg_elbo"] - own) < 0.05 * abs(own)
   assert np.isfinite(summary["test/two_stage_neg_elbo"])
   assert "tokenizer/test_mse" not in summary
-  tok = prior.load_tokenizer(str(tmp_path / "dvae"))
+  tok = tokenizer.load_tokenizer(str(tmp_path / "dvae"))
   images = np.asarray(tok.decode(np.zeros((2, 49), np.int32)))
   assert images.shape == (2, 28, 28, 1) and (images >= 0).all() and (images <= 1).all()
 
