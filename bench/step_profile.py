@@ -89,6 +89,35 @@ def _kind(name: str, op: str) -> str:
   return "other elementwise / fusions"
 
 
+def thread_use(events) -> tuple[collections.Counter, collections.Counter]:
+  """From ``(start, end, thread, name)`` spans: time with 0, 1 and 2+ threads busy, and
+  per op the time it ran while every other thread idled.
+
+  The spans of one thread may nest or touch; a thread is busy while any of its spans is
+  open (the innermost one is what it runs), from the first start to the last end.
+  """
+  # Starts before ends at equal times, so a zero-length op opens and closes.
+  points = sorted([(s, 1, t, n) for s, e, t, n in events] + [(e, -1, t, n) for s, e, t, n in events],
+                  key=lambda p: (p[0], -p[1]))
+  stacks: dict[str, list[str]] = {}  # per busy thread, its open spans
+  busy: collections.Counter = collections.Counter()
+  alone: collections.Counter = collections.Counter()
+  last = points[0][0] if points else 0
+  for t, d, thread, name in points:
+    busy[min(len(stacks), 2)] += t - last
+    if len(stacks) == 1:
+      alone[next(iter(stacks.values()))[-1]] += t - last
+    last = t
+    if d > 0:
+      stacks.setdefault(thread, []).append(name)
+    else:
+      spans = stacks[thread]
+      del spans[len(spans) - 1 - spans[::-1].index(name)]
+      if not spans:
+        del stacks[thread]
+  return +busy, +alone  # unary plus drops the zero entries
+
+
 def profile(fn, state, x, n_trace: int, top: int) -> list[str]:
   import jax
 
@@ -125,27 +154,7 @@ def profile(fn, state, x, n_trace: int, top: int) -> list[str]:
   by_kind = collections.Counter()
   for name, ns in per_op.items():
     by_kind[_kind(name, op_names.get(name, ""))] += ns
-  # Sweep over op boundaries: how many threads are busy, and who runs alone.
-  # Starts before ends at equal times, so a zero-length op opens and closes.
-  points = sorted([(s, 1, t, n) for s, e, t, n in events] + [(e, -1, t, n) for s, e, t, n in events],
-                  key=lambda p: (p[0], -p[1]))
-  busy_threads = collections.Counter()
-  busy = collections.Counter()
-  alone = collections.Counter()
-  last = points[0][0]
-  running: dict[str, str] = {}
-  for t, d, thread, name in points:
-    n = len(busy_threads)
-    busy[min(n, 2)] += t - last
-    if n == 1:
-      alone[next(iter(running.values()))] += t - last
-    last = t
-    busy_threads[thread] += d
-    if busy_threads[thread] <= 0:
-      del busy_threads[thread]
-      running.pop(thread, None)
-    else:
-      running[thread] = name
+  busy, alone = thread_use(events)
   ms = lambda ns: ns / n_trace / 1e6  # noqa: E731
   total = sum(per_op.values())
   wall = sum(busy.values())
