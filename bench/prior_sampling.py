@@ -6,8 +6,9 @@ initialised (sampling speed does not depend on what the weights learned):
 
 * **autoregressive, KV cache** (:func:`dgmjax.sampling.autoregressive_sample`,
   its default cache grown in ``CACHE_BLOCKS`` blocks, and ``cache_blocks=1``,
-  the whole cache read at every step) at 49 tokens (a 7×7 grid, the default VQ-VAE on 28×28 digits) and 196 tokens
-  (14×14, a tokenizer with one downsampling fewer). With the cache each new
+  the whole cache read at every step) at 49 tokens (a 7×7 grid, the default
+  VQ-VAE on 28×28 digits) and 196 tokens (14×14, a tokenizer with one
+  downsampling fewer). With the cache each new
   token costs one position's work plus attention over the cache, so 4× the
   tokens should cost about 4× the time (target: ratio ≤ 5×); recomputing
   every prefix without a cache would be about 16×;

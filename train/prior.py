@@ -46,9 +46,6 @@ from train import checkpoints as ckptlib
 from train import harness, tokenizer
 from train.state import count_params, create_train_state, step_key
 
-# Read by the tests and notebooks as train.prior's: the tokenizer run behind a prior.
-from train.tokenizer import Tokenizer, load_tokenizer, tokenizer_change  # noqa: F401
-
 ORDERS = ("autoregressive", "masked")
 #: Keys that fix the prior's parameters: a resume or evaluation must keep them.
 MODEL_KEYS = ("order", "class_conditional", "num_classes", "num_layers", "width", "num_heads")
