@@ -192,7 +192,8 @@ def _one_line_error(config, workdir, match):
 def test_bad_sampling_and_model_keys_name_the_key(tokenizer_dir, tmp_path):
   for key, bad in (("order", "sideways"), ("top_k", -1), ("top_p", 0.0),
                    ("top_p", 1.5), ("top_p", float("nan")), ("temperature", 0.0),
-                   ("temperature", -1.0), ("width", 30)):
+                   ("temperature", -1.0), ("width", 30), ("lr_schedule", "linear"),
+                   ("final_lr_fraction", 1.5)):
     _one_line_error(_tiny_prior(tokenizer_dir, **{key: bad}), tmp_path / "w",
                     f"config.{key} must be")
 
@@ -313,3 +314,37 @@ def test_prior_on_categorical_vae_latents(classifier_dir, tmp_path):
   summary = prior.train_and_evaluate(config, str(tmp_path / "prior"))
   assert (summary["seq_len"], summary["vocab_size"]) == (20, 10)  # a 20-token sequence
   assert summary["test/bits_per_token"] < summary["uniform_bits_per_token"]
+
+
+def test_training_defaults_follow_the_order_and_a_resumed_run_keeps_its_own(tmp_path):
+  def resolved(workdir, **over):
+    c = prior.get_config()
+    c.update(over)
+    prior.resolve_defaults(c, None if workdir is None else str(workdir))
+    return c.num_steps, c.learning_rate, c.lr_schedule
+
+  fresh = tmp_path / "fresh"
+  assert resolved(fresh) == (2000, 3e-4, "constant")
+  assert resolved(fresh, order="masked") == (8000, 1e-3, "cosine")
+  assert resolved(None, order="masked") == (8000, 1e-3, "cosine")
+  assert resolved(fresh, order="masked", num_steps=50, lr_schedule="constant") == (
+      50, 1e-3, "constant")
+  # A run's own config.json wins over the order's defaults, and a run from
+  # before lr_schedule existed had a constant rate (its optimizer state has no
+  # schedule count, so "cosine" would not restore it).
+  old = tmp_path / "old"
+  old.mkdir()
+  (old / "config.json").write_text(json.dumps(
+      {"order": "masked", "num_steps": 2000, "learning_rate": 3e-4}))
+  assert resolved(old, order="masked") == (2000, 3e-4, "constant")
+  assert resolved(old, order="masked", num_steps=4000) == (4000, 3e-4, "constant")
+  # Another order in the saved run: its values are not this order's (the
+  # model-key check refuses the resume later, naming config.order).
+  assert resolved(old) == (2000, 3e-4, "constant")
+  (old / "config.json").write_text(json.dumps(
+      {"order": "autoregressive", "num_steps": 500, "learning_rate": 1e-2,
+       "lr_schedule": "cosine"}))
+  assert resolved(old, order="masked") == (8000, 1e-3, "cosine")
+  assert resolved(old) == (500, 1e-2, "cosine")
+  with pytest.raises(ConfigError, match="config.order must be"):
+    resolved(fresh, order="sideways")

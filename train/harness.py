@@ -679,6 +679,7 @@ def train_and_evaluate(
     *,
     load: Callable[[ml_collections.ConfigDict], tuple[dict, dict, DataInfo]] = load_data,
     transform: Callable | None = None,
+    prepare: Callable[[ml_collections.ConfigDict, str], None] | None = None,
 ) -> dict:
   """Train (or resume, or only evaluate) and return the summary dict.
 
@@ -689,7 +690,11 @@ def train_and_evaluate(
     load: returns ``(train arrays, test arrays, DataInfo)``; the default loads
       ``config.dataset`` as images.
     transform: per-batch host transform; default formats ``image`` pixels.
+    prepare: ``prepare(config, workdir)`` fills keys whose default depends on
+      other keys (or on the run in ``workdir``) before anything is checked.
   """
+  if prepare is not None:
+    prepare(config, workdir)
   # Before anything starts JAX's backends (distributed init included).
   cpu_devices.configure(config.cpu_devices, (config.batch_size, config.eval_batch_size))
   _initialize_distributed(config)
