@@ -178,3 +178,69 @@ def test_training_mask_rejects_bad_sizes():
     tok.maskgit_mask(jax.random.key(0), 2, 0)
   with pytest.raises(TypeError, match="batch_size"):
     tok.maskgit_mask(jax.random.key(0), 2.0, 4)
+
+
+def _exact_conditionals(joint, n, v, mask_id):
+  """logits_fn giving p(x_i | visible tokens) of an explicit joint over V^N sequences."""
+  configs = np.array(np.meshgrid(*[np.arange(v)] * n, indexing="ij")).reshape(n, -1).T
+  cfg, log_joint = jnp.asarray(configs), jnp.log(jnp.asarray(joint).reshape(-1))
+
+  def logits_fn(tokens):
+    # weight of each config: p(c) if it agrees with every visible token, else 0
+    agree = (tokens[:, None, :] == cfg[None]) | (tokens[:, None, :] == mask_id)
+    log_w = jnp.where(agree.all(-1), log_joint[None], -jnp.inf)  # (B, C)
+    onehot = cfg[None, :, :, None] == jnp.arange(v)  # (1, C, N, V)
+    return jax.nn.logsumexp(jnp.where(onehot, log_w[:, :, None, None], -jnp.inf), axis=1)
+
+  return configs, logits_fn
+
+
+@pytest.mark.parametrize("order", [None, (2, 0, 3, 1), (3, 2, 1, 0)])
+def test_ordered_nll_of_exact_conditionals_is_the_joint_log_likelihood(order):
+  # The chain rule: reading a model whose conditionals are exactly those of a
+  # joint p, in any order, gives -log p(x).
+  n, v = 4, 3
+  joint = np.random.default_rng(1).dirichlet(np.full(v ** n, 0.3))
+  configs, fn = _exact_conditionals(joint, n, v, mask_id=v)
+  pick = np.random.default_rng(2).choice(len(configs), size=12, p=joint)
+  tokens = jnp.asarray(configs[pick], jnp.int32)
+  got = tok.ordered_nll(fn, tokens, mask_id=v, order=None if order is None else jnp.array(order))
+  np.testing.assert_allclose(got, -np.log(joint[pick]), rtol=1e-5, atol=1e-5)
+
+
+def test_ordered_nll_depends_on_the_order_of_an_inconsistent_model():
+  # A masked model is not one joint: each position's factor is read with the
+  # positions revealed before it. Independent NumPy loop over the order.
+  rng = np.random.default_rng(3)
+  n, v, b = 5, 4, 6
+  base, pair = rng.normal(size=(n, v)), rng.normal(size=(n, n, v + 1, v))
+
+  def logits_np(t):
+    return base[None] + sum(pair[:, j, t[:, j]].transpose(1, 0, 2) for j in range(n))
+
+  fn = lambda t: jnp.asarray(base)[None] + sum(
+      jnp.asarray(pair)[:, j, t[:, j]].transpose(1, 0, 2) for j in range(n))
+  tokens = rng.integers(0, v, size=(b, n))
+  results = []
+  for order in (np.arange(n), rng.permutation(n)):
+    visible, want = np.full((b, n), v), np.zeros(b)
+    for i in order:
+      logits = logits_np(visible)[:, i]
+      logz = np.log(np.exp(logits).sum(-1))
+      want += logz - logits[np.arange(b), tokens[:, i]]
+      visible[:, i] = tokens[:, i]
+    got = jax.jit(lambda t, o: tok.ordered_nll(fn, t, mask_id=v, order=o))(
+        jnp.asarray(tokens, jnp.int32), jnp.asarray(order))
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    results.append(want)
+  assert np.abs(results[0] - results[1]).max() > 0.1
+
+
+def test_ordered_nll_rejects_bad_arguments():
+  fn = lambda t: jnp.zeros(t.shape + (3,))
+  with pytest.raises(ValueError, match="order"):
+    tok.ordered_nll(fn, jnp.zeros((2, 4), jnp.int32), mask_id=3, order=jnp.arange(3))
+  with pytest.raises(ValueError, match="order"):
+    tok.ordered_nll(fn, jnp.zeros((2, 4), jnp.int32), mask_id=3, order=jnp.array([0, 1, 1, 2]))
+  with pytest.raises(TypeError, match="tokens"):
+    tok.ordered_nll(fn, jnp.zeros((2, 4)), mask_id=3)

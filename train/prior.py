@@ -249,6 +249,11 @@ def make_task(config, info: harness.DataInfo) -> harness.Task:
     keys = example_keys(jax.random.key(_EVAL_STREAM), batch["index"])
     return {"nats_per_token": per_example(state.params, batch, keys)}
 
+  def raster_step(state, batch):
+    """The masked model read as an autoregressive one in raster order: a likelihood."""
+    fn = lambda x: model.apply(state.params, x, labels_of(batch))
+    return {"raster_nats": token_losses.ordered_nll(fn, batch["tokens"], mask_id=model.mask_id)}
+
   def images(state, batch):
     """The same prior draws at every picture step; class-conditional: one row per class."""
     key = jax.random.fold_in(jax.random.key(config.seed), _SAMPLE_STREAM)
@@ -316,9 +321,13 @@ def make_task(config, info: harness.DataInfo) -> harness.Task:
     nats = float(ctx.results["nll"]["test"]["nats_per_token"])
     # Masked order: the cross-entropy of masked tokens at a random ratio, not a likelihood.
     name = "test/bits_per_token" if model.causal else "test/masked_bits_per_token"
-    out = {name: nats / math.log(2), "num_params": count_params(state.params),
-           "vocab_size": tok.vocab_size, "seq_len": tok.seq_len,
-           "uniform_bits_per_token": math.log2(tok.vocab_size)}
+    out = {name: nats / math.log(2)}
+    if not model.causal:
+      raster = float(ctx.results["raster"]["test"]["raster_nats"])
+      out["test/raster_bits_per_token"] = raster / (tok.seq_len * math.log(2))
+    out.update({"num_params": count_params(state.params),
+                "vocab_size": tok.vocab_size, "seq_len": tok.seq_len,
+                "uniform_bits_per_token": math.log2(tok.vocab_size)})
     if tok.posterior_sample is None:
       # What the decoded samples can be at best: the tokenizer's reconstructions.
       out["tokenizer/test_mse"] = tok.test_mse()
@@ -343,8 +352,11 @@ def make_task(config, info: harness.DataInfo) -> harness.Task:
                           if not model.causal else {})}
     return out
 
+  evals = {"nll": harness.Eval(eval_step, during_training=True)}
+  if not model.causal:
+    evals["raster"] = harness.Eval(raster_step)
   return harness.Task(init=init, train_step=train_step, images=images, report=report,
-                      evals={"nll": harness.Eval(eval_step, during_training=True)})
+                      evals=evals)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
