@@ -192,6 +192,9 @@ def family_config(family: Family, *, smoke: bool, tokenizer_dir: str = "",
   if classifier_dir and "classifier_dir" in c:  # the GAN and the priors score samples too
     over["classifier_dir"] = classifier_dir
   c.update(over)
+  resolve = getattr(_trainer(family.trainer), "resolve_defaults", None)
+  if resolve is not None:  # defaults that depend on other keys (train.prior: the order)
+    resolve(c, None)
   return c
 
 
