@@ -473,6 +473,8 @@ def load_prior(run: runs.Run, name: str, label: str) -> Generator:
   else:
     note = f"tokens: masked cross-entropy {s['test/masked_bits_per_token']:.3f} bits/token " \
            "(not a likelihood)"
+    if "test/raster_bits_per_token" in s:  # runs from before 2026-12-07 lack it
+      note += f"; {s['test/raster_bits_per_token']:.3f} bits/token read in raster order, exact"
   return Generator(name, label, draw, notes=[note,
                                                         f"{tok.kind} tokenizer: {c['tokenizer']}"])
 
