@@ -38,9 +38,8 @@ from ml_collections import config_dict
 from dgmjax import images as imglib
 from dgmjax import sampling
 from dgmjax.errors import ConfigError
-from dgmjax.eval import example_keys
+from dgmjax.eval import example_keys, likelihood
 from dgmjax.eval import samples as sample_eval
-from dgmjax.losses import elbo
 from dgmjax.losses import tokens as token_losses
 from dgmjax.nn.transformer import TokenTransformer
 from train import checkpoints as ckptlib
@@ -300,21 +299,16 @@ def make_task(config, info: harness.DataInfo) -> harness.Task:
     same draws with the dVAE's own prior (uniform by default) give its bound.
     """
     x = tok.images("test")
-    b = min(config.eval_batch_size, len(x))
-    log_prior = jax.jit(lambda p, t: -token_losses.token_cross_entropy(
-        model.apply(p, t), t, reduction="sum"))
-    base = jax.random.fold_in(jax.random.key(config.seed), _BOUND_STREAM)
-    learned, own = [], []
-    for s in range(BOUND_SAMPLES):
-      for i in range(0, len(x), b):
-        keys = example_keys(jax.random.fold_in(base, s), jnp.arange(i, min(i + b, len(x))))
-        tokens, ll, log_p, log_q = tok.posterior_sample(x[i:i + b], keys)
-        learned.append(-elbo.iwae_log_weights(ll, log_prior(params, tokens), log_q))
-        own.append(-elbo.iwae_log_weights(ll, log_p, log_q))
-    nats = float(np.mean(np.concatenate(learned)))
+    log_prior = jax.jit(lambda t: -token_losses.token_cross_entropy(
+        model.apply(params, t), t, reduction="sum"))
+    learned, own = likelihood.two_stage_neg_elbo(
+        tok.posterior_sample, log_prior, x, num_samples=BOUND_SAMPLES,
+        batch_size=min(config.eval_batch_size, len(x)),
+        key=jax.random.fold_in(jax.random.key(config.seed), _BOUND_STREAM))
+    nats = float(learned.mean())
     return {"test/two_stage_neg_elbo": nats,
             "test/two_stage_bits_per_dim": nats / (math.prod(tok.image_shape) * math.log(2)),
-            "test/tokenizer_prior_neg_elbo": float(np.mean(np.concatenate(own))),
+            "test/tokenizer_prior_neg_elbo": float(own.mean()),
             "two_stage_samples": BOUND_SAMPLES}
 
   def report(state, ctx: harness.Context):

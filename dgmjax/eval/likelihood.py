@@ -8,6 +8,8 @@
   can be estimated with any proposal.
 * :func:`grid_log_marginal`: log p(x) = log ∫ p(x|z) p(z) dz on a 2-D grid,
   exact up to the grid, for 2-D latents.
+* :func:`two_stage_neg_elbo`: the −ELBO with a second-stage prior fitted to
+  the latents (a token prior over a dVAE's codes) in place of the model's own.
 
 For decoder-based models without an encoder (GANs), see :mod:`dgmjax.eval.ais`.
 """
@@ -22,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dgmjax import rng
+from dgmjax.eval import example_keys
 from dgmjax.losses import elbo
 
 
@@ -156,3 +159,46 @@ def grid_log_marginal(decode_logits, x_flat: np.ndarray, *, extent: float = 6.0,
       z = np.concatenate([z, np.full((chunk - len(z), 2), 1e3, np.float32)])
     acc = np.logaddexp(acc, np.asarray(chunk_lse(jnp.asarray(z)), np.float64))
   return acc + log_cell
+
+
+def two_stage_neg_elbo(
+    posterior_sample: Callable[[jax.Array, jax.Array], tuple[jax.Array, ...]],
+    log_prior: Callable[[jax.Array], jax.Array],
+    images: np.ndarray,
+    *,
+    key: jax.Array,
+    num_samples: int,
+    batch_size: int,
+) -> tuple[np.ndarray, np.ndarray]:
+  """Per-image −ELBO with a learned prior in place of the model's own, and with its own.
+
+  ``-log p(x) <= E_{q(c|x)}[-log p(x|c) + log q(c|x) - log p_psi(c)]``: the
+  ELBO of the lecture with a second-stage prior ``p_psi`` (e.g. a transformer
+  over a dVAE's codes, DALL-E's second stage) in place of the first stage's
+  prior; the same draws ``c ~ q(c|x)`` with the model's own prior give its
+  bound, so the two compare draw for draw. ``num_samples`` draws per image,
+  each keyed by the image's index (:func:`dgmjax.eval.example_keys`), so the
+  result does not depend on ``batch_size``.
+
+  Args:
+    posterior_sample: ``(x, keys) -> (c, log p(x|c), log p(c), log q(c|x))``
+      for a batch of images and one key per image.
+    log_prior: ``c -> log p_psi(c)``, one value per image.
+    images: ``(n, ...)`` images.
+    key: a PRNG key.
+    num_samples: draws per image.
+    batch_size: images per call.
+
+  Returns:
+    ``(learned, own)``: ``(n,)`` float64 means over the draws, in nats.
+  """
+  n = len(images)
+  learned, own = np.zeros(n), np.zeros(n)
+  for s in range(num_samples):
+    for i in range(0, n, batch_size):
+      index = jnp.arange(i, min(i + batch_size, n))
+      c, ll, log_p, log_q = posterior_sample(
+          images[i:i + batch_size], example_keys(jax.random.fold_in(key, s), index))
+      learned[i:i + len(index)] -= np.asarray(elbo.iwae_log_weights(ll, log_prior(c), log_q))
+      own[i:i + len(index)] -= np.asarray(elbo.iwae_log_weights(ll, log_p, log_q))
+  return learned / num_samples, own / num_samples
